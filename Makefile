@@ -1,0 +1,37 @@
+# fairseq_smallcap — `make install`, `make test`, `make demo`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.smallcap-installed
+# Runtime needs of fairseq-fixed, installed first so that it can be built with
+# --no-build-isolation --no-deps (its build isolation would pull a multi-GB CUDA torch, and its
+# torchaudio requirement pins an older torch).
+FAIRSEQ_NEEDS := torch==2.13.0 "numpy>=1.21.3" cython cffi "hydra-core==1.3.2" "omegaconf==2.3.0" \
+                 regex "sacrebleu>=2.0" tqdm bitarray packaging scikit-learn setuptools wheel
+PLUGIN_NEEDS  := sentencepiece pytest
+
+.PHONY: install test demo param-table clean-venv
+
+install: $(STAMP)
+
+$(STAMP): setup.py Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(FAIRSEQ_NEEDS) $(PLUGIN_NEEDS)
+	$(BIN)/python -c "import fairseq" 2>/dev/null || \
+	  $(BIN)/python -m pip install --no-build-isolation --no-deps fairseq-fixed==0.12.3.1
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -c "import fairseq_smallcap, sentencepiece, sacrebleu; print('fairseq_smallcap installed')"
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+demo: install
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/multi30k/demo.sh $(DEMO_ARGS)
+
+param-table: install
+	$(BIN)/smallcap-param-table
+
+clean-venv:
+	rm -rf $(VENV)

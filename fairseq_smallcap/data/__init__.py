@@ -1,0 +1,5 @@
+"""Datasets and batch transforms of the unsupervised translation task."""
+from .mass_span_masking_dataset import MassSpanMaskingDataset, mass_span_mask
+from .sentencepiece_noising import EpochNoisingDataset, SentencePieceNoising
+
+__all__ = ["MassSpanMaskingDataset", "mass_span_mask", "EpochNoisingDataset", "SentencePieceNoising"]

@@ -1,0 +1,526 @@
+"""Unsupervised translation from monolingual data only, with one shared encoder-decoder.
+
+Objectives, each weighted by its own piecewise-linear lambda schedule (``"0:1,20000:0.1"``):
+
+* **MASS** span masking (Song et al. 2019): the encoder sees a sentence with a contiguous ~50%
+  span masked, the decoder predicts the span (``--lambda-mass``). Used for pretraining.
+* **Denoising auto-encoding** (Lample et al. 2018, "Unsupervised Machine Translation Using
+  Monolingual Corpora Only"): word shuffle, dropout and blanking (``--lambda-dae``).
+* **Online back-translation** in every direction (Lample et al. 2018; Artetxe et al. 2018): each
+  monolingual batch is translated with the current model (eval mode, no gradient, batched
+  greedy decoding) and the model learns to translate it back (``--lambda-bt``).
+
+The data layout is that of fairseq's ``online_backtranslation`` task (``dict.txt``,
+``{lang}/train.*``, ``valid|test.{src}-{tgt}.*``), and so are the flag names where they mean the
+same thing. Unlike that task, the language tokens (``__en__``, ``__fr__``) and ``<mask>`` are
+added to the dictionary when the task is set up, so checkpoints load in ``fairseq-generate`` and
+``fairseq-interactive``. The target language is the first decoder token, the source language the
+first encoder token. Validation covers every direction present on disk (loss and, with
+``--eval-bleu``, sacreBLEU; ``bleu`` is their mean, usable as ``--best-checkpoint-metric``).
+"""
+import logging
+import os
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from omegaconf import II
+
+import numpy as np
+import torch
+from fairseq import utils
+from fairseq.data import (
+    Dictionary,
+    LanguagePairDataset,
+    PrependTokenDataset,
+    RoundRobinZipDatasets,
+    TransformEosLangPairDataset,
+    data_utils,
+)
+from fairseq.logging import metrics
+from fairseq.optim.amp_optimizer import AMPOptimizer
+from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks.online_backtranslation import PiecewiseLinearFn
+from fairseq.tasks.translation import TranslationConfig, TranslationTask, load_langpair_dataset
+
+from ..backtranslation import greedy_decode, make_backtranslated_source
+from ..errors import SmallcapError
+from ..data import EpochNoisingDataset, MassSpanMaskingDataset, SentencePieceNoising
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("MASS", "DAE", "BT")
+MASK_SYMBOL = "<mask>"
+
+
+def lang_token(lang: str) -> str:
+    return f"__{lang}__"
+
+
+class UnsupervisedTranslationError(SmallcapError, ValueError):
+    """Bad data directory, language or flag given to the unsupervised_translation task."""
+
+
+@dataclass
+class UnsupervisedTranslationConfig(TranslationConfig):
+    mono_langs: str = field(
+        default="en,fr",
+        metadata={"help": "comma-separated languages of the monolingual training data "
+                  "({data}/{lang}/train.*); one __lang__ token is added to the dictionary for "
+                  "each, so use the same list for training and inference"},
+    )
+    lambda_mass: str = field(
+        default="0",
+        metadata={"help": "MASS span-masking weight, a constant or a piecewise-linear schedule "
+                  "'update:value,update:value' (e.g. '0:1,20000:0.1')"},
+    )
+    lambda_dae: str = field(
+        default="1", metadata={"help": "denoising auto-encoder weight (constant or schedule)"}
+    )
+    lambda_bt: str = field(
+        default="1", metadata={"help": "online back-translation weight (constant or schedule)"}
+    )
+    mass_span_ratio: float = field(
+        default=0.5, metadata={"help": "MASS: fraction of each sentence masked as one span"}
+    )
+    mass_mask_prob: float = field(
+        default=0.8, metadata={"help": "MASS: probability that a span token becomes <mask>"}
+    )
+    mass_random_prob: float = field(
+        default=0.1, metadata={"help": "MASS: probability that a span token becomes a random "
+                               "token (the rest stay unchanged)"}
+    )
+    max_word_shuffle_distance: float = field(
+        default=3.0, metadata={"help": "DAE: maximum word shuffle distance"}
+    )
+    word_dropout_prob: float = field(
+        default=0.1, metadata={"help": "DAE: word dropout probability"}
+    )
+    word_blanking_prob: float = field(
+        default=0.2, metadata={"help": "DAE: word blanking probability"}
+    )
+    bt_max_len_a: float = field(
+        default=1.3, metadata={"help": "BT: a back-translation stops after "
+                               "a * source_length + b tokens"}
+    )
+    bt_max_len_b: int = field(default=5, metadata={"help": "BT: see --bt-max-len-a"})
+    bt_show_samples_interval: int = field(
+        default=500, metadata={"help": "log one back-translated sample every N updates "
+                               "(0: never)"}
+    )
+    max_source_positions: int = field(
+        default=512, metadata={"help": "max number of tokens in the source sequence"}
+    )
+    max_target_positions: int = field(
+        default=512, metadata={"help": "max number of tokens in the target sequence"}
+    )
+    seed: int = II("common.seed")
+    eval_bleu_args: Optional[str] = field(
+        default='{"beam": 1, "max_len_a": 1.3, "max_len_b": 5}',
+        metadata={"help": "generation args for BLEU scoring during validation, as JSON"},
+    )
+    eval_bleu_remove_bpe: Optional[str] = field(
+        default="sentencepiece",
+        metadata={"help": "remove BPE before computing BLEU", "argparse_const": "@@ "},
+    )
+
+
+@register_task("unsupervised_translation", dataclass=UnsupervisedTranslationConfig)
+class UnsupervisedTranslationTask(TranslationTask):
+    """One shared model translating between the ``--mono-langs``, trained from monolingual
+    data with MASS, denoising and online back-translation (see the module docstring)."""
+
+    cfg: UnsupervisedTranslationConfig
+
+    def __init__(self, cfg: UnsupervisedTranslationConfig, dictionary: Dictionary, langs: List[str]):
+        super().__init__(cfg, dictionary, dictionary)
+        self.dictionary = dictionary
+        self.langs = langs
+        self.mask_idx = dictionary.index(MASK_SYMBOL)
+        self.lang_idx = {lang: dictionary.index(lang_token(lang)) for lang in langs}
+        self.lambdas = {
+            "MASS": PiecewiseLinearFn.from_string(cfg.lambda_mass),
+            "DAE": PiecewiseLinearFn.from_string(cfg.lambda_dae),
+            "BT": PiecewiseLinearFn.from_string(cfg.lambda_bt),
+        }
+        self.never_generated = [self.mask_idx, dictionary.bos(), *self.lang_idx.values()]
+        self._last_bt_sample_shown = -1
+
+    # ------------------------------------------------------------------ set-up
+    @classmethod
+    def setup_task(cls, cfg: UnsupervisedTranslationConfig, **kwargs):
+        paths = utils.split_paths(cfg.data) if cfg.data else []
+        if not paths:
+            raise UnsupervisedTranslationError("unsupervised_translation: no data directory given")
+        for path in paths:
+            if not os.path.isdir(path):
+                raise UnsupervisedTranslationError(
+                    f"unsupervised_translation: data directory not found: {path}"
+                )
+        dict_path = os.path.join(paths[0], "dict.txt")
+        if not os.path.isfile(dict_path):
+            raise UnsupervisedTranslationError(
+                f"unsupervised_translation: no dictionary at {dict_path} "
+                "(prepare the data with smallcap-prepare or fairseq-preprocess)"
+            )
+        langs = [lang.strip() for lang in cfg.mono_langs.split(",") if lang.strip()]
+        if len(langs) < 2 or len(set(langs)) != len(langs):
+            raise UnsupervisedTranslationError(
+                f"--mono-langs needs at least two distinct languages, got {cfg.mono_langs!r}"
+            )
+        for flag, lang in (("--source-lang/-s", cfg.source_lang), ("--target-lang/-t", cfg.target_lang)):
+            if lang is not None and lang not in langs:
+                raise UnsupervisedTranslationError(
+                    f"unknown language {lang!r} for {flag}: the model knows --mono-langs "
+                    f"{','.join(langs)}"
+                )
+        for name in ("lambda_mass", "lambda_dae", "lambda_bt"):
+            try:
+                PiecewiseLinearFn.from_string(getattr(cfg, name))
+            except (ValueError, AssertionError):
+                raise UnsupervisedTranslationError(
+                    f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: expected a number or "
+                    "sorted 'update:value' pairs such as '0:1,20000:0.1'"
+                )
+        dictionary = cls.load_dictionary(dict_path)
+        dictionary.add_symbol(MASK_SYMBOL)
+        for lang in sorted(langs):  # sorted: ids do not depend on the order of --mono-langs
+            dictionary.add_symbol(lang_token(lang))
+        logger.info(f"dictionary: {len(dictionary)} types (with <mask> and language tokens "
+                    f"of {','.join(sorted(langs))})")
+        return cls(cfg, dictionary, langs)
+
+    @property
+    def source_dictionary(self):
+        return self.dictionary
+
+    @property
+    def target_dictionary(self):
+        return self.dictionary
+
+    def objective_used(self, objective: str) -> bool:
+        return any(value != 0 for _, value in self.lambdas[objective].pieces)
+
+    # ------------------------------------------------------------------ data
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        paths = utils.split_paths(self.cfg.data)
+        if split == self.cfg.train_subset:
+            dataset = self.load_monolingual_dataset(paths[(epoch - 1) % len(paths)], split)
+        else:
+            dataset = self.load_parallel_dataset(paths[0], split, combine)
+        self.datasets[split] = dataset
+        return dataset
+
+    def _lang_pair(self, src, tgt, tgt_lang: str) -> TransformEosLangPairDataset:
+        """(src, tgt) pairs whose decoder input starts with the target language token."""
+        pair = LanguagePairDataset(
+            src, src.sizes, self.dictionary, tgt=tgt, tgt_sizes=tgt.sizes,
+            tgt_dict=self.dictionary, left_pad_source=self.cfg.left_pad_source,
+            left_pad_target=self.cfg.left_pad_target,
+        )
+        return TransformEosLangPairDataset(
+            pair, src_eos=self.dictionary.eos(), tgt_bos=self.dictionary.eos(),
+            new_tgt_bos=self.lang_idx[tgt_lang],
+        )
+
+    def load_monolingual_dataset(self, data_path: str, split: str) -> RoundRobinZipDatasets:
+        objectives = [obj for obj in OBJECTIVES if self.objective_used(obj)]
+        if not objectives:
+            raise UnsupervisedTranslationError(
+                "--lambda-mass, --lambda-dae and --lambda-bt are all zero: nothing to train"
+            )
+        datasets, epoch_aware = OrderedDict(), []
+        for lang in self.langs:
+            prefix = os.path.join(data_path, lang, split)
+            mono = data_utils.load_indexed_dataset(prefix, self.dictionary, self.cfg.dataset_impl)
+            if mono is None:
+                raise UnsupervisedTranslationError(
+                    f"no monolingual {split} data for {lang!r}: expected {prefix}.bin/.idx "
+                    "(see smallcap-prepare)"
+                )
+            lang_idx = self.lang_idx[lang]
+            clean = self._lang_pair(PrependTokenDataset(mono, lang_idx), mono, lang)
+            if "MASS" in objectives:
+                mass = MassSpanMaskingDataset(
+                    clean.dataset, self.dictionary, lang_idx, self.mask_idx, seed=self.cfg.seed,
+                    ratio=self.cfg.mass_span_ratio, mask_prob=self.cfg.mass_mask_prob,
+                    random_prob=self.cfg.mass_random_prob,
+                    num_special_tail=1 + len(self.langs), left_pad_source=self.cfg.left_pad_source,
+                )
+                datasets[f"{lang}-MASS"] = mass
+                epoch_aware.append(mass)
+            if "DAE" in objectives:
+                noiser = SentencePieceNoising(
+                    self.dictionary, self.cfg.max_word_shuffle_distance,
+                    self.cfg.word_dropout_prob, self.cfg.word_blanking_prob,
+                )
+                noisy = EpochNoisingDataset(mono, self.dictionary, self.cfg.seed, noiser)
+                datasets[f"{lang}-DAE"] = self._lang_pair(PrependTokenDataset(noisy, lang_idx), mono, lang)
+                epoch_aware.append(noisy)
+            if "BT" in objectives:
+                datasets[f"{lang}-BT"] = clean
+            logger.info(f"{lang}: {len(mono)} monolingual sentences from {prefix} "
+                        f"for {', '.join(objectives)}")
+        return _EpochRoundRobinZipDatasets(datasets, epoch_aware)
+
+    def load_parallel_dataset(self, data_path: str, split: str, combine: bool = False):
+        """Parallel ``split.{src}-{tgt}`` data: one direction with ``-s/-t`` (for
+        fairseq-generate), else every direction found on disk (validation during training)."""
+        if self.cfg.source_lang and self.cfg.target_lang:
+            directions = [(self.cfg.source_lang, self.cfg.target_lang)]
+        else:
+            directions = [
+                (src, tgt) for src in self.langs for tgt in self.langs
+                if src != tgt and self._parallel_exists(data_path, split, src, tgt)
+            ]
+        if not directions:
+            raise UnsupervisedTranslationError(
+                f"no parallel {split} data in {data_path}: expected files like "
+                f"{split}.{self.langs[0]}-{self.langs[1]}.{self.langs[0]}.bin"
+            )
+        pairs = OrderedDict()
+        for src, tgt in directions:
+            if not self._parallel_exists(data_path, split, src, tgt):
+                raise UnsupervisedTranslationError(
+                    f"no parallel {split} data for {src}->{tgt} in {data_path}: expected "
+                    f"{split}.{src}-{tgt}.{src}.bin or {split}.{tgt}-{src}.{src}.bin"
+                )
+            pair = load_langpair_dataset(
+                data_path, split, src, self.dictionary, tgt, self.dictionary, combine=combine,
+                dataset_impl=self.cfg.dataset_impl, upsample_primary=self.cfg.upsample_primary,
+                left_pad_source=self.cfg.left_pad_source,
+                left_pad_target=self.cfg.left_pad_target,
+                max_source_positions=self.cfg.max_source_positions,
+                max_target_positions=self.cfg.max_target_positions,
+                truncate_source=self.cfg.truncate_source, shuffle=(split != "test"),
+                prepend_bos_src=self.lang_idx[src],
+            )
+            pairs[f"{src}-{tgt}"] = TransformEosLangPairDataset(
+                pair, src_eos=self.dictionary.eos(), tgt_bos=self.dictionary.eos(),
+                new_tgt_bos=self.lang_idx[tgt],
+            )
+        if len(pairs) == 1:
+            return next(iter(pairs.values()))
+        return RoundRobinZipDatasets(pairs)
+
+    def _parallel_exists(self, data_path, split, src, tgt) -> bool:
+        return any(
+            os.path.exists(os.path.join(data_path, f"{split}.{a}-{b}.{src}.bin"))
+            for a, b in ((src, tgt), (tgt, src))
+        )
+
+    def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
+        if self.cfg.source_lang is None:
+            raise UnsupervisedTranslationError("say which language the input is in with -s/--source-lang")
+        lang = torch.LongTensor([self.lang_idx[self.cfg.source_lang]])
+        tagged = [torch.cat([lang, tokens]) for tokens in src_tokens]
+        return LanguagePairDataset(
+            tagged, [len(t) for t in tagged], self.dictionary, tgt_dict=self.dictionary,
+            left_pad_source=self.cfg.left_pad_source, constraints=constraints,
+        )
+
+    # ------------------------------------------------------------------ generation
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                        prefix_allowed_tokens_fn=None):
+        extra = dict(extra_gen_cls_kwargs or {})
+        extra["symbols_to_strip_from_output"] = set(extra.get("symbols_to_strip_from_output") or ()) | set(
+            self.never_generated
+        )
+        return super().build_generator(models, args, seq_gen_cls, extra, prefix_allowed_tokens_fn)
+
+    def target_lang_index(self, sample) -> int:
+        """The language to produce: the decoder's first token if the sample has a target side,
+        else ``-t/--target-lang``."""
+        prev = sample["net_input"].get("prev_output_tokens")
+        if prev is not None:
+            return int(prev[0, 0])
+        if self.cfg.target_lang is None:
+            raise UnsupervisedTranslationError("say which language to produce with -t/--target-lang")
+        return self.lang_idx[self.cfg.target_lang]
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        with torch.no_grad():
+            return generator.generate(
+                models, sample, prefix_tokens=prefix_tokens, constraints=constraints,
+                bos_token=self.target_lang_index(sample),
+            )
+
+    # ------------------------------------------------------------------ training
+    def other_lang(self, lang: str) -> str:
+        """The language a ``lang`` sentence is back-translated into."""
+        others = [other for other in self.langs if other != lang]
+        return others[0] if len(others) == 1 else others[np.random.randint(len(others))]
+
+    def backtranslate(self, sample, model, lang: str, update_num: int = 0):
+        """Replace the source of a monolingual ``lang`` batch by its translation into another
+        language, produced by the current model (eval mode, no gradient)."""
+        other = self.other_lang(lang)
+        net_input = sample["net_input"]
+        was_training = model.training
+        model.eval()
+        max_len = min(self.cfg.max_source_positions, model.max_decoder_positions()) - 1
+        hypotheses = greedy_decode(
+            model, net_input["src_tokens"], net_input["src_lengths"],
+            bos=torch.full_like(net_input["src_lengths"], self.lang_idx[other]),
+            eos=self.dictionary.eos(), pad=self.dictionary.pad(),
+            max_len_a=self.cfg.bt_max_len_a, max_len_b=self.cfg.bt_max_len_b,
+            max_len=max_len, banned_tokens=self.never_generated,
+        )
+        model.train(was_training)
+        src_tokens, src_lengths = make_backtranslated_source(
+            hypotheses, self.lang_idx[other], self.dictionary.pad(), self.dictionary.eos(),
+            self.cfg.left_pad_source,
+        )
+        self._show_bt_sample(sample, src_tokens, lang, other, update_num)
+        return {**sample, "net_input": {**net_input, "src_tokens": src_tokens, "src_lengths": src_lengths}}
+
+    def _show_bt_sample(self, sample, src_tokens, lang, other, update_num):
+        interval = self.cfg.bt_show_samples_interval
+        if interval <= 0 or update_num % interval != 0 or update_num == self._last_bt_sample_shown:
+            return
+        self._last_bt_sample_shown = update_num
+        pad = self.dictionary.pad()
+        original = self.dictionary.string(utils.strip_pad(sample["target"][0], pad), "sentencepiece")
+        generated = self.dictionary.string(utils.strip_pad(src_tokens[0], pad), "sentencepiece")
+        logger.info(f"back-translation sample (update {update_num}): [{lang}] {original} "
+                    f"-> [{other}] {generated}")
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        model.train()
+        model.set_num_updates(update_num)
+        weights = {obj: fn(update_num) for obj, fn in self.lambdas.items()}
+        total_loss, total_sample_size = 0.0, 0
+        logging_output: Dict[str, float] = defaultdict(float)
+        for key, batch in sample.items():
+            lang, objective = key.split("-")
+            if weights[objective] == 0 or not batch:
+                continue
+            with mixed_precision(batch, enabled=isinstance(optimizer, AMPOptimizer)):
+                if objective == "BT":
+                    batch = self.backtranslate(batch, model, lang, update_num)
+                with torch.autograd.profiler.record_function(f"forward_{objective}"):
+                    loss, sample_size, log = criterion(model, batch)
+            loss = loss * weights[objective]
+            if ignore_grad:
+                loss = loss * 0
+            with torch.autograd.profiler.record_function(f"backward_{objective}"):
+                optimizer.backward(loss)
+            total_loss += loss.detach().item()
+            total_sample_size += sample_size
+            for name, value in log.items():
+                logging_output[name] += value
+                logging_output[f"{objective.lower()}_{name}"] += value
+        return total_loss, total_sample_size, dict(logging_output)
+
+    # ------------------------------------------------------------------ validation
+    def valid_step(self, sample, model, criterion):
+        if "net_input" in sample:  # a single direction
+            return self._valid_direction(sample, model, criterion, None)
+        total_loss, total_sample_size = 0.0, 0
+        logging_output: Dict[str, float] = defaultdict(float)
+        for direction, batch in sample.items():
+            if not batch:
+                continue
+            loss, sample_size, log = self._valid_direction(batch, model, criterion, direction)
+            total_loss += loss.item() if torch.is_tensor(loss) else loss
+            total_sample_size += sample_size
+            for name, value in log.items():
+                logging_output[name] += value
+        return total_loss, total_sample_size, dict(logging_output)
+
+    def _valid_direction(self, sample, model, criterion, direction: Optional[str]):
+        loss, sample_size, log = FairseqTask.valid_step(self, sample, model, criterion)
+        prefix = "" if direction is None else direction.replace("-", "_") + "_"
+        if direction is not None:
+            for name in ("loss", "nll_loss", "ntokens", "sample_size"):
+                if name in log:
+                    log[prefix + name] = log[name]
+        if self.cfg.eval_bleu:
+            bleu = self._inference_with_bleu(self.sequence_generator, sample, model)
+            log[f"_{prefix}bleu_sys_len"] = bleu.sys_len
+            log[f"_{prefix}bleu_ref_len"] = bleu.ref_len
+            for i in range(4):
+                log[f"_{prefix}bleu_counts_{i}"] = bleu.counts[i]
+                log[f"_{prefix}bleu_totals_{i}"] = bleu.totals[i]
+        return loss, sample_size, log
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        FairseqTask.reduce_metrics(self, logging_outputs, criterion)  # BLEU is logged below
+
+        def total(key):
+            value = sum(log.get(key, 0) for log in logging_outputs)
+            return value.cpu() if torch.is_tensor(value) else value
+
+        def log_losses(prefix):
+            sample_size, ntokens = total(prefix + "sample_size"), total(prefix + "ntokens")
+            if sample_size:
+                metrics.log_scalar(prefix + "loss", total(prefix + "loss") / sample_size / np.log(2),
+                                   sample_size, round=3)
+            if ntokens and any(prefix + "nll_loss" in log for log in logging_outputs):
+                metrics.log_scalar(prefix + "nll_loss", total(prefix + "nll_loss") / ntokens / np.log(2),
+                                   ntokens, round=3)
+
+        for objective in OBJECTIVES:
+            log_losses(objective.lower() + "_")
+        directions = [f"{s}_{t}_" for s in self.langs for t in self.langs if s != t]
+        for prefix in directions:
+            log_losses(prefix)
+        if self.cfg.eval_bleu:
+            bleu_prefixes = [p for p in [""] + directions if total(f"_{p}bleu_totals_0") > 0]
+            for prefix in bleu_prefixes:
+                _log_bleu(prefix, total)
+            direction_bleus = [p for p in bleu_prefixes if p]
+            if direction_bleus:
+                metrics.log_derived(
+                    "bleu", lambda meters: round(float(np.mean(
+                        [_bleu_from_meters(meters, p) for p in direction_bleus])), 2)
+                )
+
+
+def mixed_precision(sample, enabled: bool):
+    """``--amp``: float16 autocast on CUDA (as fairseq does), bfloat16 autocast on CPU, where
+    fairseq's own tasks run ``torch.cuda.amp.autocast`` and so stay in float32."""
+    on_cuda = sample["net_input"]["src_tokens"].is_cuda
+    return torch.autocast(
+        device_type="cuda" if on_cuda else "cpu",
+        dtype=torch.float16 if on_cuda else torch.bfloat16,
+        enabled=enabled,
+    )
+
+
+def _log_bleu(prefix: str, total) -> None:
+    metrics.log_scalar(f"_{prefix}bleu_counts", np.array([total(f"_{prefix}bleu_counts_{i}") for i in range(4)]))
+    metrics.log_scalar(f"_{prefix}bleu_totals", np.array([total(f"_{prefix}bleu_totals_{i}") for i in range(4)]))
+    metrics.log_scalar(f"_{prefix}bleu_sys_len", total(f"_{prefix}bleu_sys_len"))
+    metrics.log_scalar(f"_{prefix}bleu_ref_len", total(f"_{prefix}bleu_ref_len"))
+    if prefix:
+        metrics.log_derived(f"{prefix}bleu", lambda meters: round(_bleu_from_meters(meters, prefix), 2))
+    else:
+        metrics.log_derived("bleu", lambda meters: round(_bleu_from_meters(meters, prefix), 2))
+
+
+def _bleu_from_meters(meters, prefix: str) -> float:
+    from sacrebleu.metrics import BLEU
+
+    return BLEU.compute_bleu(
+        correct=meters[f"_{prefix}bleu_counts"].sum, total=meters[f"_{prefix}bleu_totals"].sum,
+        sys_len=int(meters[f"_{prefix}bleu_sys_len"].sum),
+        ref_len=int(meters[f"_{prefix}bleu_ref_len"].sum), smooth_method="exp",
+    ).score
+
+
+class _EpochRoundRobinZipDatasets(RoundRobinZipDatasets):
+    """RoundRobinZipDatasets that passes the epoch to the datasets drawing new noise/masks."""
+
+    def __init__(self, datasets, epoch_aware):
+        super().__init__(datasets)
+        self.epoch_aware = epoch_aware
+
+    @property
+    def can_reuse_epoch_itr_across_epochs(self):
+        return False
+
+    def set_epoch(self, epoch):
+        super().set_epoch(epoch)
+        for dataset in self.epoch_aware:
+            dataset.set_epoch(epoch)

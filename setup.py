@@ -1,0 +1,20 @@
+"""fairseq_smallcap: a fairseq user-dir plugin for small unsupervised translation models."""
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq_smallcap",
+    version="0.1.0",
+    description="Unsupervised MT for small models as a fairseq plugin (--user-dir fairseq_smallcap)",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["fairseq_smallcap", "fairseq_smallcap.*"]),
+    # fairseq-fixed is installed by `make install` (it needs --no-build-isolation --no-deps).
+    install_requires=["sentencepiece", "sacrebleu>=2.0", "numpy"],
+    entry_points={
+        "console_scripts": [
+            "smallcap-prepare = fairseq_smallcap.prepare:cli_main",
+            "smallcap-param-table = fairseq_smallcap.param_table:cli_main",
+            "smallcap-train-distributed = fairseq_smallcap.distributed_train:cli_main",
+        ]
+    },
+)
