@@ -39,7 +39,7 @@ class UnsafeCheckpointError(SmallcapError, pickle.UnpicklingError):
 
 
 def _refusal(path, error: Exception) -> UnsafeCheckpointError:
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
     what = f"the global {found.group(1)}" if found else "an object"
     return UnsafeCheckpointError(
         f"refusing to load checkpoint {path}: it holds {what}, which is not one of the types a "

@@ -43,7 +43,6 @@ import logging
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import time
@@ -70,9 +69,6 @@ FAIRSEQ_UNK = "<unk>"
 ENCODE_BATCH_LINES = 10_000
 MULTI30K_LANGS = ("en", "fr")
 MULTI30K_NAMES = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
-# dtype codes of fairseq.data.indexed_dataset._code_to_dtype -> item size in bytes
-_MMAP_ITEM_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 8, 7: 8, 8: 2, 9: 4, 10: 8}
-_MMAP_MAGIC = b"MMIDIDX\x00\x00"
 _WHITESPACE = re.compile(r"\s+")  # what fairseq's tokenize_line splits on
 _LANG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -468,24 +464,13 @@ def run_fairseq_preprocess(args: Sequence[str], what: str) -> None:
 
 
 def read_mmap_sizes(prefix: Path) -> np.ndarray:
-    """Sentence sizes stored in a fairseq mmap dataset ``prefix``.idx (checked against .bin)."""
-    idx, bin_ = Path(f"{prefix}.idx"), Path(f"{prefix}.bin")
-    if not idx.is_file() or not bin_.is_file():
-        raise PrepareError(f"fairseq-preprocess did not write {idx} and {bin_}")
-    with open(idx, "rb") as f:
-        magic = f.read(len(_MMAP_MAGIC))
-        if magic != _MMAP_MAGIC:
-            raise PrepareError(f"{idx} is not a fairseq mmap index")
-        (version,) = struct.unpack("<Q", f.read(8))
-        (dtype_code,) = struct.unpack("<B", f.read(1))
-        (length,) = struct.unpack("<Q", f.read(8))
-        sizes = np.frombuffer(f.read(4 * length), dtype=np.int32)
-    if version != 1 or dtype_code not in _MMAP_ITEM_SIZE or len(sizes) != length:
-        raise PrepareError(f"{idx}: unexpected or truncated fairseq mmap index")
-    expected_bytes = int(sizes.sum(dtype=np.int64)) * _MMAP_ITEM_SIZE[dtype_code]
-    if bin_.stat().st_size != expected_bytes:
-        raise PrepareError(f"{bin_}: {bin_.stat().st_size} bytes, the index says {expected_bytes}")
-    return sizes
+    """Sentence sizes of the fairseq mmap dataset ``prefix``, read with fairseq's own reader."""
+    from fairseq.data.indexed_dataset import MMapIndexedDataset
+
+    if not MMapIndexedDataset.exists(str(prefix)):
+        raise PrepareError(f"fairseq-preprocess did not write {prefix}.idx and {prefix}.bin")
+    dataset = MMapIndexedDataset(str(prefix))
+    return np.array(dataset.sizes, copy=True)  # a copy: the sizes live in the dataset's mmap
 
 
 def verify_binarized(prefix: Path, encoded: EncodedFile, raw_path: Path) -> dict:

@@ -28,7 +28,7 @@ USER_DIR="$ROOT/fairseq_smallcap"
 DATA="$WORK/data"
 HOURS_MASS=$(python -c "print(round($MINUTES * 0.3 / 60, 4))")
 HOURS_ALL=$(python -c "print(round($MINUTES / 60, 4))")
-VALIDATE_EVERY=$(python -c "print(max(50, int($MINUTES * 12)))")
+VALIDATE_EVERY=$(python -c "print(100 if $MINUTES < 30 else 200)")
 START=$(date +%s)
 step() { echo; echo "=== [$(( ($(date +%s) - START) / 60 )) min] $*"; }
 
@@ -61,8 +61,10 @@ for pair in en-fr fr-en; do
     --batch-size 128 --cpu --post-process sentencepiece > "$WORK/generate.test.$pair.log"
   grep '^D-' "$WORK/generate.test.$pair.log" | sort -t- -k2,2n | cut -f3 > "$WORK/test.$pair.hyp"
   echo "--- $src -> $tgt"
-  sacrebleu "$DATA/raw/test.$tgt" -i "$WORK/test.$pair.hyp" -m bleu -w 2
-  paste "$DATA/raw/test.$src" "$WORK/test.$pair.hyp" "$DATA/raw/test.$tgt" | head -3 | \
-    awk -F'\t' '{print "  src: " $1 "\n  hyp: " $2 "\n  ref: " $3 "\n"}'
+  sacrebleu "$DATA/raw/test.$tgt" -i "$WORK/test.$pair.hyp" -m bleu -w 2 --format text | tee "$WORK/test.$pair.bleu"
+  # awk reads to the end (no SIGPIPE under pipefail) and prints the first three examples
+  paste "$DATA/raw/test.$src" "$WORK/test.$pair.hyp" "$DATA/raw/test.$tgt" | \
+    awk -F'\t' 'NR <= 3 {print "  src: " $1 "\n  hyp: " $2 "\n  ref: " $3 "\n"}'
 done
 step "done in $(( ($(date +%s) - START) / 60 )) min; outputs in $WORK"
+for pair in en-fr fr-en; do echo "test_2016_flickr $pair: $(cat "$WORK/test.$pair.bleu")"; done

@@ -381,7 +381,7 @@ class UnsupervisedTranslationTask(TranslationTask):
         self._last_bt_sample_shown = update_num
         pad = self.dictionary.pad()
         original = self.dictionary.string(utils.strip_pad(sample["target"][0], pad), "sentencepiece")
-        generated = self.dictionary.string(utils.strip_pad(src_tokens[0], pad), "sentencepiece")
+        generated = self.dictionary.string(utils.strip_pad(src_tokens[0], pad)[1:], "sentencepiece")
         logger.info(f"back-translation sample (update {update_num}): [{lang}] {original} "
                     f"-> [{other}] {generated}")
 
