@@ -67,7 +67,6 @@ def test_length_caps_and_banned_tokens(model_and_dict):
     model, d = model_and_dict
     src, lengths = batch(d, [2, 6, 10, 4], seed=1)
     banned = [d.index("__en__"), d.index("__fr__"), d.index("<mask>"), d.bos()]
-    logits_bias = torch.zeros(len(d))
     out = greedy_decode(model, src, lengths, torch.full_like(lengths, d.index("__fr__")), d.eos(), d.pad(),
                         max_len_a=0.5, max_len_b=2, max_len=6, banned_tokens=banned)
     for hyp, n in zip(out, lengths.tolist()):
@@ -75,7 +74,6 @@ def test_length_caps_and_banned_tokens(model_and_dict):
         assert 1 <= len(hyp) <= cap and hyp[-1] == d.eos()
         assert (hyp[:-1] != d.eos()).all()
         assert not any(t in banned + [d.pad()] for t in hyp.tolist())
-    del logits_bias
 
 
 def test_rows_do_not_depend_on_the_rest_of_the_batch(model_and_dict):
