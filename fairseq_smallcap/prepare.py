@@ -470,7 +470,12 @@ def read_mmap_sizes(prefix: Path) -> np.ndarray:
     if not MMapIndexedDataset.exists(str(prefix)):
         raise PrepareError(f"fairseq-preprocess did not write {prefix}.idx and {prefix}.bin")
     dataset = MMapIndexedDataset(str(prefix))
-    return np.array(dataset.sizes, copy=True)  # a copy: the sizes live in the dataset's mmap
+    sizes = np.array(dataset.sizes, copy=True)  # a copy: the sizes live in the dataset's mmap
+    bin_path = Path(f"{prefix}.bin")
+    expected_bytes = int(sizes.sum(dtype=np.int64)) * np.dtype(dataset._index.dtype).itemsize
+    if bin_path.stat().st_size != expected_bytes:
+        raise PrepareError(f"{bin_path}: {bin_path.stat().st_size} bytes, the index says {expected_bytes}")
+    return sizes
 
 
 def verify_binarized(prefix: Path, encoded: EncodedFile, raw_path: Path) -> dict:
