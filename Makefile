@@ -8,7 +8,11 @@ STAMP  := $(VENV)/.smallcap-installed
 # torchaudio requirement pins an older torch).
 FAIRSEQ_NEEDS := torch==2.13.0 "numpy>=1.21.3" cython cffi "hydra-core==1.3.2" "omegaconf==2.3.0" \
                  regex "sacrebleu>=2.0" tqdm bitarray packaging scikit-learn setuptools wheel
-PLUGIN_NEEDS  := sentencepiece pytest
+# Curation: OpusFilter (its filters), py3langid (language id; OpusFilter 3.3.1 calls
+# LanguageIdentifier.from_pickled_model, gone in py3langid 0.4), xxhash (dedup hashes);
+# the WMT14 recipe: Moses tokenizer and subword-nmt; benchmark plots: matplotlib.
+PLUGIN_NEEDS  := sentencepiece pytest opusfilter==3.3.1 py3langid==0.3.0 xxhash \
+                 opus-fast-mosestokenizer subword-nmt matplotlib
 
 .PHONY: install test demo param-table clean-venv
 

@@ -9,12 +9,15 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["fairseq_smallcap", "fairseq_smallcap.*"]),
     # fairseq-fixed is installed by `make install` (it needs --no-build-isolation --no-deps).
-    install_requires=["sentencepiece", "sacrebleu>=2.0", "numpy"],
+    install_requires=["sentencepiece", "sacrebleu>=2.0", "numpy", "opusfilter==3.3.1", "py3langid==0.3.0",
+                      "xxhash", "regex"],
     entry_points={
         "console_scripts": [
             "smallcap-prepare = fairseq_smallcap.prepare:cli_main",
             "smallcap-param-table = fairseq_smallcap.param_table:cli_main",
             "smallcap-train-distributed = fairseq_smallcap.distributed_train:cli_main",
+            "smallcap-curate = fairseq_smallcap.curation.static_curator:cli_main",
+            "smallcap-back-parallel = fairseq_smallcap.back_parallel:cli_main",
         ]
     },
 )

@@ -4,6 +4,7 @@ import torch
 from fairseq import tasks
 
 import fairseq_smallcap  # noqa: F401
+from fairseq_smallcap.errors import SmallcapError
 from fairseq_smallcap.tasks.unsupervised_translation import (
     UnsupervisedTranslationConfig,
     UnsupervisedTranslationError,
@@ -70,7 +71,7 @@ def test_train_data_has_one_dataset_per_language_and_objective(tiny_data):
     ({"lambda_bt": "0:1,abc"}, "--lambda-bt '0:1,abc'"),
 ])
 def test_bad_flags_name_the_flag(tiny_data, overrides, message):
-    with pytest.raises(UnsupervisedTranslationError, match=message):
+    with pytest.raises(SmallcapError, match=message):
         make_task(tiny_data, **overrides)
 
 
@@ -102,7 +103,8 @@ def test_backtranslate_replaces_the_source_with_a_tagged_translation(tiny_data):
     ARCH_CONFIG_REGISTRY["smallcap_very_small"](args)
     model = task.build_model(args)
     model.train()
-    out = task.backtranslate(sample, model, "en")
+    out, filter_log = task.backtranslate(sample, model, "en")
+    assert filter_log == {}  # no --bt-filter-scores
     assert model.training  # the model is back in training mode
     pad = task.dictionary.pad()
     src, lengths = out["net_input"]["src_tokens"], out["net_input"]["src_lengths"]

@@ -9,6 +9,12 @@ Objectives, each weighted by its own piecewise-linear lambda schedule (``"0:1,20
 * **Online back-translation** in every direction (Lample et al. 2018; Artetxe et al. 2018): each
   monolingual batch is translated with the current model (eval mode, no gradient, batched
   greedy decoding) and the model learns to translate it back (``--lambda-bt``).
+* **Back-parallel** supervised translation of curated pseudo-parallel pairs made by
+  ``smallcap-back-parallel`` (``--back-parallel-data``, ``--lambda-bp``).
+
+Data-driven curation (see :mod:`fairseq_smallcap.curation`): back-translated pairs scored by the
+model itself and filtered online (``--bt-filter-*``), and a competence-based curriculum over the
+monolingual sentences (``--curriculum-by``, Platanios et al. 2019).
 
 The data layout is that of fairseq's ``online_backtranslation`` task (``dict.txt``,
 ``{lang}/train.*``, ``valid|test.{src}-{tgt}.*``), and so are the flag names where they mean the
@@ -40,16 +46,20 @@ from fairseq.data import (
 from fairseq.logging import metrics
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import FairseqTask, register_task
-from fairseq.tasks.online_backtranslation import PiecewiseLinearFn
 from fairseq.tasks.translation import TranslationConfig, TranslationTask, load_langpair_dataset
 
 from ..backtranslation import greedy_decode, make_backtranslated_source
+from ..curation import import_plugins
+from ..curation.bt_filter import BackTranslationFilter, select_rows
+from ..curation.pair_scores import BackTranslatedPairs
 from ..errors import SmallcapError
 from ..data import EpochNoisingDataset, MassSpanMaskingDataset, SentencePieceNoising
+from ..data.curriculum import DIFFICULTIES, as_cdf, competence
+from ..schedules import parse_schedule
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVES = ("MASS", "DAE", "BT")
+OBJECTIVES = ("MASS", "DAE", "BT", "BP")
 MASK_SYMBOL = "<mask>"
 
 
@@ -80,6 +90,16 @@ class UnsupervisedTranslationConfig(TranslationConfig):
     lambda_bt: str = field(
         default="1", metadata={"help": "online back-translation weight (constant or schedule)"}
     )
+    lambda_bp: str = field(
+        default="0",
+        metadata={"help": "supervised translation of curated back-parallel pairs "
+                  "(--back-parallel-data, made by smallcap-back-parallel) weight (constant or schedule)"},
+    )
+    back_parallel_data: Optional[str] = field(
+        default=None,
+        metadata={"help": "directory of curated pseudo-parallel pairs train.{src}-{tgt}.* "
+                  "written by smallcap-back-parallel (with --lambda-bp)"},
+    )
     mass_span_ratio: float = field(
         default=0.5, metadata={"help": "MASS: fraction of each sentence masked as one span"}
     )
@@ -107,6 +127,43 @@ class UnsupervisedTranslationConfig(TranslationConfig):
     bt_show_samples_interval: int = field(
         default=500, metadata={"help": "log one back-translated sample every N updates "
                                "(0: never)"}
+    )
+    bt_filter_scores: str = field(
+        default="",
+        metadata={"help": "online curation of back-translated pairs: comma-separated pair "
+                  "scores (registered: dual_xent, length_ratio, copy_rate, repeated_ngrams, and "
+                  "those of --curation-plugins); empty: train on every pair"},
+    )
+    bt_filter_weights: str = field(
+        default="", metadata={"help": "weights of --bt-filter-scores in the combined score "
+                              "(comma-separated, default 1 each)"}
+    )
+    bt_filter_keep: str = field(
+        default="1",
+        metadata={"help": "fraction of each back-translated batch kept (lowest combined "
+                  "scores), a constant or a schedule such as '0:1,1000:1,2000:0.7'"},
+    )
+    bt_filter_max_score: Optional[float] = field(
+        default=None, metadata={"help": "also drop back-translated pairs whose combined score "
+                                "is above this"}
+    )
+    curriculum_by: str = field(
+        default="",
+        metadata={"help": "competence-based curriculum (Platanios et al. 2019) over the "
+                  "monolingual sentences, by this difficulty: length or rarity (or one "
+                  "registered by --curation-plugins); empty: off"},
+    )
+    curriculum_updates: int = field(
+        default=2000, metadata={"help": "curriculum: updates until the competence reaches 1 "
+                                "(every sentence in use)"}
+    )
+    curriculum_init_competence: float = field(
+        default=0.1, metadata={"help": "curriculum: competence at update 0 (share of the "
+                               "easiest sentences in use)"}
+    )
+    curation_plugins: str = field(
+        default="", metadata={"help": "comma-separated modules (names or .py paths) that register "
+                              "more pair scores or curriculum difficulties"}
     )
     max_source_positions: int = field(
         default=512, metadata={"help": "max number of tokens in the source sequence"}
@@ -139,12 +196,23 @@ class UnsupervisedTranslationTask(TranslationTask):
         self.mask_idx = dictionary.index(MASK_SYMBOL)
         self.lang_idx = {lang: dictionary.index(lang_token(lang)) for lang in langs}
         self.lambdas = {
-            "MASS": PiecewiseLinearFn.from_string(cfg.lambda_mass),
-            "DAE": PiecewiseLinearFn.from_string(cfg.lambda_dae),
-            "BT": PiecewiseLinearFn.from_string(cfg.lambda_bt),
+            "MASS": parse_schedule(cfg.lambda_mass, "--lambda-mass"),
+            "DAE": parse_schedule(cfg.lambda_dae, "--lambda-dae"),
+            "BT": parse_schedule(cfg.lambda_bt, "--lambda-bt"),
+            "BP": parse_schedule(cfg.lambda_bp, "--lambda-bp"),
         }
         self.never_generated = [self.mask_idx, dictionary.bos(), *self.lang_idx.values()]
         self._last_bt_sample_shown = -1
+        import_plugins(cfg.curation_plugins.split(","))
+        self.difficulty = DIFFICULTIES.resolve(cfg.curriculum_by, "--curriculum-by")[0] if cfg.curriculum_by else None
+        if self.difficulty and not 0 < cfg.curriculum_init_competence <= 1:
+            raise UnsupervisedTranslationError(
+                f"--curriculum-init-competence {cfg.curriculum_init_competence}: must be in (0, 1]")
+        self._num_updates = 0  # for the curriculum
+        self.bt_filter = None
+        if cfg.bt_filter_scores:
+            self.bt_filter = BackTranslationFilter(
+                cfg, cfg.bt_filter_scores, cfg.bt_filter_weights, cfg.bt_filter_keep, cfg.bt_filter_max_score)
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -174,14 +242,8 @@ class UnsupervisedTranslationTask(TranslationTask):
                     f"unknown language {lang!r} for {flag}: the model knows --mono-langs "
                     f"{','.join(langs)}"
                 )
-        for name in ("lambda_mass", "lambda_dae", "lambda_bt"):
-            try:
-                PiecewiseLinearFn.from_string(getattr(cfg, name))
-            except (ValueError, AssertionError):
-                raise UnsupervisedTranslationError(
-                    f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: expected a number or "
-                    "sorted 'update:value' pairs such as '0:1,20000:0.1'"
-                )
+        for name in ("lambda_mass", "lambda_dae", "lambda_bt", "lambda_bp"):
+            parse_schedule(getattr(cfg, name), f"--{name.replace('_', '-')}")
         dictionary = cls.load_dictionary(dict_path)
         dictionary.add_symbol(MASK_SYMBOL)
         for lang in sorted(langs):  # sorted: ids do not depend on the order of --mono-langs
@@ -227,10 +289,13 @@ class UnsupervisedTranslationTask(TranslationTask):
         objectives = [obj for obj in OBJECTIVES if self.objective_used(obj)]
         if not objectives:
             raise UnsupervisedTranslationError(
-                "--lambda-mass, --lambda-dae and --lambda-bt are all zero: nothing to train"
+                "--lambda-mass, --lambda-dae, --lambda-bt and --lambda-bp are all zero: nothing to train"
             )
-        datasets, epoch_aware = OrderedDict(), []
-        for lang in self.langs:
+        datasets, epoch_aware, difficulty_cdf = OrderedDict(), [], {}
+        if "BP" in objectives:
+            datasets.update(self.load_back_parallel_dataset(split))
+            objectives.remove("BP")
+        for lang in (self.langs if objectives else []):
             prefix = os.path.join(data_path, lang, split)
             mono = data_utils.load_indexed_dataset(prefix, self.dictionary, self.cfg.dataset_impl)
             if mono is None:
@@ -261,7 +326,65 @@ class UnsupervisedTranslationTask(TranslationTask):
                 datasets[f"{lang}-BT"] = clean
             logger.info(f"{lang}: {len(mono)} monolingual sentences from {prefix} "
                         f"for {', '.join(objectives)}")
-        return _EpochRoundRobinZipDatasets(datasets, epoch_aware)
+            if self.difficulty is not None:
+                cdf = as_cdf(self.difficulty(mono, self.dictionary))
+                difficulty_cdf.update({f"{lang}-{obj}": cdf for obj in objectives})
+        return _EpochRoundRobinZipDatasets(datasets, epoch_aware, difficulty_cdf)
+
+    def load_back_parallel_dataset(self, split: str) -> Dict[str, TransformEosLangPairDataset]:
+        """The curated pseudo-parallel pairs of ``--back-parallel-data``, one ``{src}{tgt}-BP``
+        dataset per direction found there."""
+        path = self.cfg.back_parallel_data
+        if not path or not os.path.isdir(path):
+            raise UnsupervisedTranslationError(
+                f"--lambda-bp {self.cfg.lambda_bp} needs --back-parallel-data, a directory written "
+                f"by smallcap-back-parallel (got {path!r})")
+        datasets = OrderedDict()
+        for src in self.langs:
+            for tgt in self.langs:
+                if src == tgt or not os.path.exists(os.path.join(path, f"{split}.{src}-{tgt}.{src}.idx")):
+                    continue
+                pair = load_langpair_dataset(
+                    path, split, src, self.dictionary, tgt, self.dictionary, combine=False,
+                    dataset_impl=self.cfg.dataset_impl, upsample_primary=1,
+                    left_pad_source=self.cfg.left_pad_source, left_pad_target=self.cfg.left_pad_target,
+                    max_source_positions=self.cfg.max_source_positions,
+                    max_target_positions=self.cfg.max_target_positions, prepend_bos_src=self.lang_idx[src],
+                )
+                datasets[f"{src}{tgt}-BP"] = TransformEosLangPairDataset(
+                    pair, src_eos=self.dictionary.eos(), tgt_bos=self.dictionary.eos(),
+                    new_tgt_bos=self.lang_idx[tgt])
+                logger.info(f"back-parallel {src}->{tgt}: {len(pair)} curated pairs from {path}")
+        if not datasets:
+            raise UnsupervisedTranslationError(
+                f"--back-parallel-data {path}: no {split}.{{src}}-{{tgt}}.{{src}}.idx pairs of "
+                f"--mono-langs {','.join(self.langs)} (run smallcap-back-parallel)")
+        return datasets
+
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        # fairseq's batch_by_size drops the last batch when its size is not a multiple of
+        # --required-batch-size-multiple (8 by default; fairseq issue #5036): the longest
+        # sentences of every validation, test and training epoch would silently go missing.
+        if kwargs.get("required_batch_size_multiple", 1) > 1:
+            kwargs["required_batch_size_multiple"] = 1
+        curriculum = isinstance(dataset, _EpochRoundRobinZipDatasets) and bool(dataset.difficulty_cdf)
+        if curriculum:
+            updates = self._updates_so_far()
+            dataset.set_competence(competence(updates, self.cfg.curriculum_updates,
+                                              self.cfg.curriculum_init_competence))
+        iterator = super().get_batch_iterator(dataset, *args, **kwargs)
+        if curriculum:
+            in_use = ", ".join(f"{key} {len(ix)}" for key, ix in dataset._ordered_indices.items())
+            logger.info(f"curriculum by {self.cfg.curriculum_by}: competence {dataset.competence:.3f} at "
+                        f"update {updates}; sentences in use: {in_use}")
+        return iterator
+
+    def _updates_so_far(self) -> int:
+        """Updates done: seen by train_step, or (before the first update after a resume) the
+        ``num_updates`` the trainer logs when it loads a checkpoint."""
+        meter = metrics.get_meter("default", "num_updates")
+        logged = getattr(meter, "val", None) if meter is not None else None
+        return max(self._num_updates, int(logged or 0))
 
     def load_parallel_dataset(self, data_path: str, split: str, combine: bool = False):
         """Parallel ``split.{src}-{tgt}`` data: one direction with ``-s/-t`` (for
@@ -353,7 +476,9 @@ class UnsupervisedTranslationTask(TranslationTask):
 
     def backtranslate(self, sample, model, lang: str, update_num: int = 0):
         """Replace the source of a monolingual ``lang`` batch by its translation into another
-        language, produced by the current model (eval mode, no gradient)."""
+        language, produced by the current model (eval mode, no gradient); with
+        ``--bt-filter-scores``, keep only the best pairs. Returns the batch and the filter's
+        logging sums."""
         other = self.other_lang(lang)
         net_input = sample["net_input"]
         was_training = model.training
@@ -372,7 +497,17 @@ class UnsupervisedTranslationTask(TranslationTask):
             self.cfg.left_pad_source,
         )
         self._show_bt_sample(sample, src_tokens, lang, other, update_num)
-        return {**sample, "net_input": {**net_input, "src_tokens": src_tokens, "src_lengths": src_lengths}}
+        bt_sample = {**sample, "net_input": {**net_input, "src_tokens": src_tokens, "src_lengths": src_lengths}}
+        if self.bt_filter is None:
+            return bt_sample, {}
+        pad = self.dictionary.pad()
+        pairs = BackTranslatedPairs(
+            model=model, task=self, source_lang=other, target_lang=lang, translations=hypotheses,
+            originals=[utils.strip_pad(t, pad) for t in sample["target"]], sample=bt_sample,
+            mono_sample=sample,
+        )
+        rows, log = self.bt_filter.select(pairs, update_num)
+        return select_rows(bt_sample, rows, pad), log
 
     def _show_bt_sample(self, sample, src_tokens, lang, other, update_num):
         interval = self.cfg.bt_show_samples_interval
@@ -388,6 +523,7 @@ class UnsupervisedTranslationTask(TranslationTask):
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         model.train()
         model.set_num_updates(update_num)
+        self._num_updates = update_num
         weights = {obj: fn(update_num) for obj, fn in self.lambdas.items()}
         total_loss, total_sample_size = 0.0, 0
         logging_output: Dict[str, float] = defaultdict(float)
@@ -397,7 +533,9 @@ class UnsupervisedTranslationTask(TranslationTask):
                 continue
             with mixed_precision(batch, enabled=isinstance(optimizer, AMPOptimizer)):
                 if objective == "BT":
-                    batch = self.backtranslate(batch, model, lang, update_num)
+                    batch, filter_log = self.backtranslate(batch, model, lang, update_num)
+                    for name, value in filter_log.items():
+                        logging_output[name] += value
                 with torch.autograd.profiler.record_function(f"forward_{objective}"):
                     loss, sample_size, log = criterion(model, batch)
             loss = loss * weights[objective]
@@ -463,6 +601,16 @@ class UnsupervisedTranslationTask(TranslationTask):
         for objective in OBJECTIVES:
             log_losses(objective.lower() + "_")
         directions = [f"{s}_{t}_" for s in self.langs for t in self.langs if s != t]
+        if self.bt_filter is not None:
+            for direction in directions:
+                pairs = total(f"bt_filter_pairs_{direction[:-1]}")
+                if not pairs:
+                    continue
+                metrics.log_scalar(f"bt_kept_{direction[:-1]}",
+                                   total(f"bt_filter_kept_{direction[:-1]}") / pairs, pairs, round=3)
+                for name in self.bt_filter.names:
+                    metrics.log_scalar(f"bt_{name}_{direction[:-1]}",
+                                       total(f"bt_score_{name}_{direction[:-1]}") / pairs, pairs, round=3)
         for prefix in directions:
             log_losses(prefix)
         if self.cfg.eval_bleu:
@@ -510,11 +658,28 @@ def _bleu_from_meters(meters, prefix: str) -> float:
 
 
 class _EpochRoundRobinZipDatasets(RoundRobinZipDatasets):
-    """RoundRobinZipDatasets that passes the epoch to the datasets drawing new noise/masks."""
+    """RoundRobinZipDatasets that passes the epoch to the datasets drawing new noise/masks, and
+    with a curriculum, samples only the sentences whose difficulty CDF is within the competence
+    (set before each epoch's batches are built)."""
 
-    def __init__(self, datasets, epoch_aware):
+    def __init__(self, datasets, epoch_aware, difficulty_cdf=None):
         super().__init__(datasets)
         self.epoch_aware = epoch_aware
+        self.difficulty_cdf = difficulty_cdf or {}
+        self.competence = 1.0
+
+    def set_competence(self, value: float) -> None:
+        self.competence = value
+        self._ordered_indices = None  # rebuilt, filtered, by the next ordered_indices()
+
+    def ordered_indices(self):
+        if self._ordered_indices is None:
+            super().ordered_indices()
+            for key, cdf in self.difficulty_cdf.items():
+                indices = self._ordered_indices[key]
+                easy = indices[cdf[indices] <= self.competence + 1e-9]
+                self._ordered_indices[key] = easy if len(easy) else indices[np.argsort(cdf[indices])[:1]]
+        return np.arange(len(self))
 
     @property
     def can_reuse_epoch_itr_across_epochs(self):

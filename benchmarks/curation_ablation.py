@@ -1,0 +1,245 @@
+"""Ablation of the data-driven curation on Multi30k (unsupervised split): the foundation recipe
+(baseline) against each curation component and all of them, per model size and seed, at the
+same number of updates.
+
+    python benchmarks/curation_ablation.py --work runs/ablation --archs smallcap_very_small \
+        --seeds 1,2,3 --mass-updates 1500 --updates 1500 --systems baseline,all
+
+Stages (each skipped when its output exists, so an interrupted run resumes):
+1. data: ``smallcap-prepare --multi30k`` (joint sentencepiece, 8k) and, for the static
+   curation, ``smallcap-curate`` on each language's half, binarized with the same sentencepiece
+   model and dictionary;
+2. MASS pretraining per size and seed (shared by every system of that size and seed);
+3. DAE + online BT fine-tuning per system, ``--updates`` updates, validating every
+   ``--validate-every`` updates (sacreBLEU of both directions; the best checkpoint by it is kept);
+4. ``fairseq-generate`` (beam 4) on test_2016_flickr both ways, scored with sacreBLEU.
+
+Systems: ``baseline``; ``static`` (curated monolingual corpora); ``bt_filter`` (online pair
+scoring, keep 70% after the first 10% of updates); ``curriculum`` (rarity, competence 1 at half
+of the updates); ``back_parallel`` (at half of the updates, one round of curated back-parallel
+pairs, then ``--lambda-bp 1``); ``all``. Prints a Markdown table (test BLEU both ways, their
+mean, the gain over the baseline, fine-tuning wall time), mean +- std over seeds, and plots
+validation BLEU against updates (``WORK/valid_bleu.png``). Results: ``WORK/results.json``.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+USER_DIR = REPO / "fairseq_smallcap"
+BIN = Path(sys.executable).parent
+SYSTEMS = ("baseline", "static", "bt_filter", "curriculum", "back_parallel", "all")
+SCORES = "dual_xent,length_ratio,copy_rate,repeated_ngrams"
+
+
+def sh(command, log=None, **kwargs):
+    command = [str(c) for c in command]
+    print(f"$ {' '.join(command)}" + (f"  > {log}" if log else ""), flush=True)
+    if log:
+        with open(log, "w") as f:
+            result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, text=True, **kwargs)
+        if result.returncode != 0:
+            sys.exit(f"failed ({result.returncode}), see {log}:\n" + Path(log).read_text()[-3000:])
+        return Path(log).read_text()
+    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        sys.exit(f"failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def prepare_data(args, work: Path):
+    base = work / "data"
+    if not (base / "prepare.json").exists():
+        sh([BIN / "smallcap-prepare", "--multi30k", "--dest", base, "--vocab-size", "8000",
+            *(["--raw-dir", args.raw_dir] if args.raw_dir else [])], log=work / "prepare.log")
+    static = work / "data-static"
+    if not (static / "prepare.json").exists():
+        curated = work / "curated"
+        curated.mkdir(exist_ok=True)
+        for lang in ("en", "fr"):
+            sh([BIN / "smallcap-curate", "--lang", lang, "--input", base / "raw" / f"train.{lang}",
+                "--output", curated / f"train.{lang}", "--rejects", curated / f"rejects.{lang}.tsv",
+                "--workers", "2"], log=curated / f"curate.{lang}.log")
+        sh([BIN / "smallcap-prepare", "--dest", static, "--langs", "en,fr", "--spm-model", base / "spm.model",
+            "--mono", f"en={curated / 'train.en'}", "--mono", f"fr={curated / 'train.fr'}",
+            "--valid", f"en={base / 'raw' / 'valid.en'}", "--valid", f"fr={base / 'raw' / 'valid.fr'}",
+            "--test", f"en={base / 'raw' / 'test.en'}", "--test", f"fr={base / 'raw' / 'test.fr'}"],
+           log=work / "prepare-static.log")
+    if [line.split()[0] for line in open(base / "dict.txt")] != [line.split()[0] for line in open(static / "dict.txt")]:
+        sys.exit(f"{static}/dict.txt differs from {base}/dict.txt: the systems could not share a MASS checkpoint")
+    return base, static
+
+
+def common_flags(args, arch, seed):
+    return ["--user-dir", USER_DIR, "--task", "unsupervised_translation", "--arch", arch,
+            "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+            "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "0.001",
+            "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "200", "--clip-norm", "1.0",
+            "--max-tokens", str(args.max_tokens), "--seed", str(seed), "--log-format", "json",
+            "--log-interval", "25", "--num-workers", "1", "--no-epoch-checkpoints",
+            *(["--cpu"] if args.cpu else []), *args.extra.split()]
+
+
+def system_flags(system, updates):
+    flags = []
+    if system in ("bt_filter", "all"):
+        warm = max(updates // 10, 1)  # keep every pair while the model still babbles
+        flags += ["--bt-filter-scores", SCORES, "--bt-filter-keep", f"0:1,{warm}:1,{warm + 1}:0.7"]
+    if system in ("curriculum", "all"):
+        flags += ["--curriculum-by", "rarity", "--curriculum-updates", str(updates // 2)]
+    return flags
+
+
+def finetune(args, work, base, static, arch, seed, system, mass_ckpt):
+    out = work / arch / f"seed{seed}" / system
+    out.mkdir(parents=True, exist_ok=True)
+    done = out / "finetune.done.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    data = static if system in ("static", "all") else base
+    flags = [data, *common_flags(args, arch, seed), "--save-dir", out / "ckpt",
+             "--lambda-mass", "0", "--lambda-dae", "0:1,2000:0.1", "--lambda-bt", "1",
+             "--validate-interval-updates", str(args.validate_every), "--save-interval-updates",
+             str(args.validate_every), "--keep-interval-updates", "1", "--eval-bleu",
+             "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric",
+             "--bt-show-samples-interval", "0", *system_flags(system, args.updates)]
+    start = time.time()
+    if system in ("back_parallel", "all"):
+        half = args.updates // 2
+        sh([BIN / "fairseq-train", *flags, "--finetune-from-model", mass_ckpt, "--max-update", half],
+           log=out / "train.1.log")
+        bp_dir = out / "bp1"
+        if not (bp_dir / "summary.json").exists():
+            sh([BIN / "smallcap-back-parallel", data, "--path", out / "ckpt" / "checkpoint_last.pt",
+                "--dest", bp_dir, "--keep", "0.5", *(["--cpu"] if args.cpu else [])], log=out / "back_parallel.log")
+        sh([BIN / "fairseq-train", *flags, "--max-update", args.updates, "--lambda-bp", "1",
+            "--back-parallel-data", bp_dir], log=out / "train.2.log")
+    else:
+        sh([BIN / "fairseq-train", *flags, "--finetune-from-model", mass_ckpt, "--max-update", args.updates],
+           log=out / "train.1.log")
+    result = {"finetune_wall_s": round(time.time() - start, 1), "valid_bleu": valid_curve(out)}
+    done.write_text(json.dumps(result))
+    return result
+
+
+def valid_curve(out: Path):
+    curve = []
+    for log in sorted(out.glob("train.*.log")):
+        for line in log.read_text().splitlines():
+            if "| valid |" in line:
+                entry = json.loads(line.split("| valid |", 1)[1])
+                if "valid_bleu" in entry:
+                    curve.append((int(entry["valid_num_updates"]), float(entry["valid_bleu"])))
+    return curve
+
+
+def test_bleu(args, work, data, arch, seed, system):
+    out = work / arch / f"seed{seed}" / system
+    scores = {}
+    for src, tgt in (("en", "fr"), ("fr", "en")):
+        log = out / f"generate.test.{src}-{tgt}.log"
+        if not log.exists():
+            sh([BIN / "fairseq-generate", data, "--user-dir", USER_DIR, "--task", "unsupervised_translation",
+                "-s", src, "-t", tgt, "--gen-subset", "test", "--path", out / "ckpt" / "checkpoint_best.pt",
+                "--beam", "4", "--max-len-a", "1.3", "--max-len-b", "5", "--batch-size", "128",
+                "--post-process", "sentencepiece", *(["--cpu"] if args.cpu else [])], log=log)
+        hyps = sorted((int(line.split("\t")[0][2:]), line.rstrip("\n").split("\t")[2])
+                      for line in open(log) if line.startswith("D-"))
+        hyp_file = out / f"test.{src}-{tgt}.hyp"
+        hyp_file.write_text("".join(h + "\n" for _, h in hyps))
+        bleu = sh([BIN / "sacrebleu", data / "raw" / f"test.{tgt}", "-i", hyp_file, "-m", "bleu", "-b", "-w", "2"])
+        scores[f"{src}-{tgt}"] = float(bleu.strip())
+    return scores
+
+
+def mass_pretrain(args, work, base, arch, seed):
+    out = work / arch / f"seed{seed}" / "mass"
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint_last.pt"
+    if not (out / "done").exists():
+        sh([BIN / "fairseq-train", base, *common_flags(args, arch, seed), "--save-dir", out,
+            "--lambda-mass", "1", "--lambda-dae", "0", "--lambda-bt", "0", "--max-update", args.mass_updates,
+            "--save-interval-updates", "200", "--keep-interval-updates", "1", "--disable-validation"],
+           log=out.parent / "mass.log")
+        (out / "done").touch()
+    return ckpt
+
+
+def report(rows, work: Path):
+    print("\n| arch | seed | system | en→fr | fr→en | mean | Δ mean vs baseline | fine-tuning wall (min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    baseline = {(r["arch"], r["seed"]): r["mean"] for r in rows if r["system"] == "baseline"}
+    for r in rows:
+        delta = r["mean"] - baseline[(r["arch"], r["seed"])] if (r["arch"], r["seed"]) in baseline else float("nan")
+        print(f"| {r['arch']} | {r['seed']} | {r['system']} | {r['en-fr']:.2f} | {r['fr-en']:.2f} | "
+              f"{r['mean']:.2f} | {delta:+.2f} | {r['finetune_wall_s'] / 60:.1f} |")
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["arch"], r["system"]), []).append(r["mean"])
+    print("\n| arch | system | seeds | mean BLEU (both directions) |\n|---|---|---|---|")
+    for (arch, system), values in groups.items():
+        spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        print(f"| {arch} | {system} | {len(values)} | {statistics.mean(values):.2f}{spread} |")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot)")
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        if r["valid_bleu"]:
+            x, y = zip(*r["valid_bleu"])
+            ax.plot(x, y, marker="o", markersize=3, label=f"{r['arch']} {r['system']} s{r['seed']}")
+    ax.set_xlabel("fine-tuning updates (DAE + BT after MASS)")
+    ax.set_ylabel("validation BLEU (mean of en→fr, fr→en)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(work / "valid_bleu.png", dpi=120)
+    print(f"\nplot: {work / 'valid_bleu.png'}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", required=True, help="output directory (re-running resumes)")
+    parser.add_argument("--raw-dir", default=None, help="Multi30k raw files (default: smallcap-prepare's)")
+    parser.add_argument("--archs", default="smallcap_very_small", help="comma-separated Table 1 sizes")
+    parser.add_argument("--seeds", default="1", help="comma-separated seeds")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {', '.join(SYSTEMS)}")
+    parser.add_argument("--mass-updates", type=int, default=1500, help="MASS pretraining updates")
+    parser.add_argument("--updates", type=int, default=1500, help="DAE + BT fine-tuning updates per system")
+    parser.add_argument("--validate-every", type=int, default=250, help="validation interval (updates)")
+    parser.add_argument("--max-tokens", type=int, default=2000)
+    parser.add_argument("--cpu", action="store_true", help="train on CPU even where CUDA is available")
+    parser.add_argument("--extra", default="", help="more fairseq-train flags for every run, e.g. '--fp16'")
+    args = parser.parse_args(argv)
+    systems = [s for s in args.systems.split(",") if s]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        parser.error(f"--systems: unknown {', '.join(unknown)} (choose from {', '.join(SYSTEMS)})")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    base, static = prepare_data(args, work)
+    rows = []
+    for arch in args.archs.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            mass_ckpt = mass_pretrain(args, work, base, arch, seed)
+            for system in systems:
+                result = finetune(args, work, base, static, arch, seed, system, mass_ckpt)
+                data = static if system in ("static", "all") else base
+                bleu = test_bleu(args, work, data, arch, seed, system)
+                rows.append({"arch": arch, "seed": seed, "system": system, **bleu,
+                             "mean": (bleu["en-fr"] + bleu["fr-en"]) / 2, **result})
+                (work / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    report(rows, work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Online curation of back-translated pairs: score every synthetic pair with the registered
+pair scores (:mod:`.pair_scores`) and train on the best ones.
+
+The combined score of a pair is ``sum_i weight_i * score_i`` (lower is better). Each batch
+keeps the ``keep(update)`` fraction with the lowest combined scores — ``keep`` is a
+piecewise-linear schedule like the lambdas (``"0:1,2000:1,4000:0.7"``: no filtering while the
+model is still babbling, then a growing cut) — and, with a threshold, drops pairs scoring above
+it. At least one pair per batch is kept, so that every data-parallel worker runs the same
+backward passes. Logged per training direction: the kept fraction and the mean of each score
+over all scored pairs.
+"""
+import math
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from ..schedules import parse_schedule
+from .pair_scores import BackTranslatedPairs
+from .registry import PAIR_SCORES, CurationConfigError
+
+
+class BackTranslationFilter:
+    def __init__(self, cfg, score_names: str, weights: str, keep: str, max_score: Optional[float]):
+        classes = PAIR_SCORES.resolve(score_names, "--bt-filter-scores")
+        self.scores = [cls(cfg) for cls in classes]
+        if weights:
+            try:
+                self.weights = [float(w) for w in weights.split(",")]
+            except ValueError:
+                raise CurationConfigError(f"--bt-filter-weights {weights!r}: expected comma-separated numbers")
+        else:
+            self.weights = [1.0] * len(self.scores)
+        if len(self.weights) != len(self.scores):
+            raise CurationConfigError(
+                f"--bt-filter-weights has {len(self.weights)} values for {len(self.scores)} "
+                f"--bt-filter-scores ({score_names})")
+        self.keep = parse_schedule(keep, "--bt-filter-keep")
+        if not all(0 < value <= 1 for _, value in self.keep.pieces):
+            raise CurationConfigError(f"--bt-filter-keep {keep!r}: fractions must be in (0, 1]")
+        self.max_score = max_score
+
+    @property
+    def names(self) -> List[str]:
+        return [score.name for score in self.scores]
+
+    def select(self, pairs: BackTranslatedPairs, update_num: int) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """Rows of the batch to train on (sorted), and sums to log."""
+        columns = [score(pairs).detach().float().cpu() for score in self.scores]
+        combined = sum(w * c for w, c in zip(self.weights, columns))
+        n = combined.numel()
+        n_keep = max(1, math.ceil(self.keep(update_num) * n - 1e-9))
+        order = torch.argsort(combined, stable=True)[:n_keep]
+        if self.max_score is not None:
+            below = order[combined[order] <= self.max_score]
+            order = below if below.numel() else order[:1]
+        direction = f"{pairs.source_lang}_{pairs.target_lang}"
+        log = {f"bt_filter_pairs_{direction}": n, f"bt_filter_kept_{direction}": order.numel()}
+        for name, column in zip(self.names, columns):
+            log[f"bt_score_{name}_{direction}"] = float(column.sum())
+        return order.sort().values, log
+
+
+def select_rows(sample: Dict, rows: torch.Tensor, pad: int) -> Dict:
+    """The sub-batch of ``sample`` made of ``rows`` (a LanguagePairDataset collated batch)."""
+    if rows.numel() == sample["nsentences"]:
+        return sample
+    net_input = sample["net_input"]
+    device_rows = rows.to(net_input["src_tokens"].device)
+    pick = lambda t: t.index_select(0, device_rows)  # noqa: E731
+    new_input = {k: pick(v) if torch.is_tensor(v) and v.dim() > 0 and v.size(0) == sample["nsentences"] else v
+                 for k, v in net_input.items()}
+    target = pick(sample["target"])
+    new_sample = {**sample, "net_input": new_input, "target": target, "id": pick(sample["id"]),
+                  "nsentences": rows.numel(), "ntokens": int(target.ne(pad).sum())}
+    return new_sample
