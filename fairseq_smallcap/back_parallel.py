@@ -106,13 +106,12 @@ def make_round(args) -> dict:
                 break
             sample = utils.move_to_cuda(sample) if use_cuda else sample
             bt_sample, _ = task.backtranslate(sample, model, lang)
-            translations = [t for t in _translations(bt_sample, d.pad())]
+            translations = list(_translations(bt_sample, d.pad()))
             originals = [utils.strip_pad(t, d.pad()) for t in sample["target"]]
             pairs = BackTranslatedPairs(model=model, task=task, source_lang=other, target_lang=lang,
                                         translations=translations, originals=originals,
                                         sample=bt_sample, mono_sample=sample)
-            columns = [score(pairs).float().cpu() for score in scorer.scores]
-            combined = sum(w * c for w, c in zip(scorer.weights, columns))
+            columns, combined = scorer.score(pairs)
             for i, sentence_id in enumerate(sample["id"].tolist()):
                 records.append((sentence_id, translations[i].cpu(), originals[i].cpu(),
                                 float(combined[i]), [float(c[i]) for c in columns]))

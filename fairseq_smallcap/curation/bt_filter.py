@@ -43,10 +43,14 @@ class BackTranslationFilter:
     def names(self) -> List[str]:
         return [score.name for score in self.scores]
 
+    def score(self, pairs: BackTranslatedPairs) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Each score's values (one per pair, on CPU) and their weighted sum."""
+        columns = [score(pairs).detach().float().cpu() for score in self.scores]
+        return columns, sum(w * c for w, c in zip(self.weights, columns))
+
     def select(self, pairs: BackTranslatedPairs, update_num: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         """Rows of the batch to train on (sorted), and sums to log."""
-        columns = [score(pairs).detach().float().cpu() for score in self.scores]
-        combined = sum(w * c for w, c in zip(self.weights, columns))
+        columns, combined = self.score(pairs)
         n = combined.numel()
         n_keep = max(1, math.ceil(self.keep(update_num) * n - 1e-9))
         order = torch.argsort(combined, stable=True)[:n_keep]

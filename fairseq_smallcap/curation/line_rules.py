@@ -77,9 +77,12 @@ class PatternRule:
     def __init__(self, lang: str, args):
         self.compiled = regex.compile(self.pattern)
 
+    def describe(self, match) -> str:
+        return f"matches {match.group(0)[:60]!r}"
+
     def reject(self, text: str) -> Optional[str]:
         match = self.compiled.search(text)
-        return None if match is None else f"matches {match.group(0)[:60]!r}"
+        return None if match is None else self.describe(match)
 
 
 @register_line_rule("url")
@@ -105,11 +108,12 @@ class Markup(OpusLineRule):
     def build(self, args):
         return HtmlTagFilter()
 
+    def detail(self, score):
+        return "HTML tag"
+
     def reject(self, text):
         match = self.entity_or_wiki.search(text)
-        if match:
-            return f"markup {match.group(0)!r}"
-        return None if self.opus_filter.accept(next(self.opus_filter.score([(text,)]))) else "HTML tag"
+        return f"markup {match.group(0)!r}" if match else super().reject(text)
 
 
 @register_line_rule("non_printable")
@@ -118,9 +122,8 @@ class NonPrintable(PatternRule):
 
     pattern = r"[\p{Cc}\p{Cf}\p{Co}\p{Cs}\p{Cn}]"
 
-    def reject(self, text):
-        match = self.compiled.search(text)
-        return None if match is None else f"character U+{ord(match.group(0)):04X}"
+    def describe(self, match):
+        return f"character U+{ord(match.group(0)):04X}"
 
 
 @register_line_rule("alpha_ratio")
@@ -191,8 +194,5 @@ class LanguageId(OpusLineRule):
                                           f"(--lang / --langid-candidates)")
         return opus_filter
 
-    def reject(self, text):
-        confidence = next(self.opus_filter.score([(text,)]))[0]
-        if self.opus_filter.accept([confidence]):
-            return None
-        return f"{self.lang} confidence {confidence:.2f}"
+    def detail(self, score):
+        return f"{self.lang} confidence {score[0]:.2f}"

@@ -81,16 +81,17 @@ class LineChecker:
         return None
 
 
-_WORKER_CHECKER: Optional[LineChecker] = None
+    def check_all(self, texts: List[Optional[str]]) -> List[Optional[Tuple[str, str]]]:
+        """:meth:`check` for each text; ``None`` texts (undecodable lines) are skipped."""
+        return [None if text is None else self.check(text) for text in texts]
 
 
-def _init_worker(lang, rule_names, args):
-    global _WORKER_CHECKER
-    _WORKER_CHECKER = LineChecker(lang, rule_names, args)
+# The checker of the main process; forked workers inherit it (rules and models built once).
+_CHECKER: Optional[LineChecker] = None
 
 
-def _check_texts(texts: List[Optional[str]]):
-    return [None if text is None else _WORKER_CHECKER.check(text) for text in texts]
+def _check_in_worker(texts: List[Optional[str]]):
+    return _CHECKER.check_all(texts)
 
 
 class StaticCurator:
@@ -101,7 +102,7 @@ class StaticCurator:
         self.lang, self.rule_names, self.args = lang, list(rule_names), args
         self.dedup = "duplicate" in self.rule_names
         self.workers, self.chunk_lines, self.log_interval = workers, chunk_lines, log_interval
-        self.checker = LineChecker(lang, self.rule_names, args)  # validates the rules up front
+        self.checker = LineChecker(lang, self.rule_names, args)
 
     def _chunks(self, stream, num_shards: int, shard_id: int, counts):
         """Yields lists of ``(line_no, text or None, key, decode_error)`` of this shard."""
@@ -131,14 +132,14 @@ class StaticCurator:
         texts = lambda chunk: [None if error else text for _, text, _, error in chunk]  # noqa: E731
         if self.workers <= 1:
             for chunk in chunks:
-                yield chunk, [None if t is None else self.checker.check(t) for t in texts(chunk)]
+                yield chunk, self.checker.check_all(texts(chunk))
             return
+        global _CHECKER
+        _CHECKER = self.checker
         pending = collections.deque()
-        with multiprocessing.get_context("fork").Pool(
-            self.workers, initializer=_init_worker, initargs=(self.lang, self.rule_names, self.args)
-        ) as pool:
+        with multiprocessing.get_context("fork").Pool(self.workers) as pool:
             for chunk in chunks:
-                pending.append((chunk, pool.apply_async(_check_texts, (texts(chunk),))))
+                pending.append((chunk, pool.apply_async(_check_in_worker, (texts(chunk),))))
                 if len(pending) >= 2 * self.workers:
                     chunk, result = pending.popleft()
                     yield chunk, result.get()
@@ -224,7 +225,7 @@ def build_parser(argv) -> argparse.ArgumentParser:
     return parser
 
 
-def check_args(args) -> None:
+def check_args(args, rules: List[str]) -> None:
     if not os.path.isfile(args.input):
         raise CurateError(f"--input {args.input}: no such file")
     if args.num_shards < 1 or not 0 <= args.shard_id < args.num_shards:
@@ -234,8 +235,7 @@ def check_args(args) -> None:
     paths = [os.path.abspath(p) for p in (args.input, args.output, args.rejects)]
     if len(set(paths)) != 3:
         raise CurateError("--input, --output and --rejects must be three different files")
-    names = [n.strip() for n in args.rules.split(",") if n.strip()]
-    if names.count("duplicate") > 1 or len(set(names)) != len(names):
+    if len(set(rules)) != len(rules):
         raise CurateError(f"--rules {args.rules}: a rule is listed twice")
     for path in (args.output, args.rejects, args.summary):
         if path and os.path.dirname(path):
@@ -258,8 +258,8 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
                         datefmt="%Y-%m-%d %H:%M:%S", level=logging.INFO, stream=sys.stdout, force=True)
     try:
         args = build_parser(argv).parse_args(argv)
-        check_args(args)
         rules = [n.strip() for n in args.rules.split(",") if n.strip()]
+        check_args(args, rules)
         curator = StaticCurator(args.lang, rules, args, workers=args.workers,
                                 chunk_lines=args.chunk_lines, log_interval=args.log_interval)
         summary = curator.run(args.input, args.output, args.rejects, args.num_shards, args.shard_id)

@@ -242,8 +242,6 @@ class UnsupervisedTranslationTask(TranslationTask):
                     f"unknown language {lang!r} for {flag}: the model knows --mono-langs "
                     f"{','.join(langs)}"
                 )
-        for name in ("lambda_mass", "lambda_dae", "lambda_bt", "lambda_bp"):
-            parse_schedule(getattr(cfg, name), f"--{name.replace('_', '-')}")
         dictionary = cls.load_dictionary(dict_path)
         dictionary.add_symbol(MASK_SYMBOL)
         for lang in sorted(langs):  # sorted: ids do not depend on the order of --mono-langs
