@@ -18,6 +18,9 @@ setup(
             "smallcap-train-distributed = fairseq_smallcap.distributed_train:cli_main",
             "smallcap-curate = fairseq_smallcap.curation.static_curator:cli_main",
             "smallcap-back-parallel = fairseq_smallcap.back_parallel:cli_main",
+            "smallcap-teacher-topk = fairseq_smallcap.distillation.teacher_topk:cli_main",
+            "smallcap-seqkd = fairseq_smallcap.distillation.sequence_kd:cli_main",
+            "smallcap-cut-layers = fairseq_smallcap.distillation.cut_layers:cli_main",
         ]
     },
 )

@@ -94,8 +94,8 @@ def main(argv=None):
     print(f"\nDAE+BT training throughput, {args.arch}, --max-tokens {args.max_tokens}, "
           f"{args.updates - args.skip} measured updates, {os.cpu_count()} CPU cores"
           + (f", from {args.init_checkpoint}" if args.init_checkpoint else ", from scratch"))
-    print(f"| system | updates/s | target tokens/s | tokens/update | ratio (updates/s) |")
-    print(f"|---|---|---|---|---|")
+    print("| system | updates/s | target tokens/s | tokens/update | ratio (updates/s) |")
+    print("|---|---|---|---|---|")
     for row in rows:
         row["ratio"] = row["updates_per_s"] / base
         print(f"| {row['system']} | {row['updates_per_s']:.3f} | {row['target_tokens_per_s']:.0f} | "

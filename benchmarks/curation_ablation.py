@@ -23,7 +23,6 @@ validation BLEU against updates (``WORK/valid_bleu.png``). Results: ``WORK/resul
 """
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -95,8 +94,10 @@ def system_flags(system, updates):
     return flags
 
 
-def finetune(args, work, base, static, arch, seed, system, mass_ckpt):
-    out = work / arch / f"seed{seed}" / system
+def finetune(args, work, base, static, arch, seed, system, mass_ckpt, extra_flags=(), name=None):
+    """DAE + BT fine-tuning of one system from the MASS checkpoint into ``WORK/arch/seedN/name``
+    (``name`` defaults to the system; ``extra_flags`` are added to every fairseq-train call)."""
+    out = work / arch / f"seed{seed}" / (name or system)
     out.mkdir(parents=True, exist_ok=True)
     done = out / "finetune.done.json"
     if done.exists():
@@ -107,7 +108,7 @@ def finetune(args, work, base, static, arch, seed, system, mass_ckpt):
              "--validate-interval-updates", str(args.validate_every), "--save-interval-updates",
              str(args.validate_every), "--keep-interval-updates", "1", "--eval-bleu",
              "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric",
-             "--bt-show-samples-interval", "0", *system_flags(system, args.updates)]
+             "--bt-show-samples-interval", "0", *system_flags(system, args.updates), *extra_flags]
     start = time.time()
     if system in ("back_parallel", "all"):
         half = args.updates // 2
@@ -139,6 +140,7 @@ def valid_curve(out: Path):
 
 
 def test_bleu(args, work, data, arch, seed, system):
+    """sacreBLEU on test_2016_flickr both ways of ``WORK/arch/seedN/system/ckpt/checkpoint_best.pt``."""
     out = work / arch / f"seed{seed}" / system
     scores = {}
     for src, tgt in (("en", "fr"), ("fr", "en")):
@@ -162,12 +164,19 @@ def mass_pretrain(args, work, base, arch, seed):
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint_last.pt"
     if not (out / "done").exists():
+        start = time.time()
         sh([BIN / "fairseq-train", base, *common_flags(args, arch, seed), "--save-dir", out,
             "--lambda-mass", "1", "--lambda-dae", "0", "--lambda-bt", "0", "--max-update", args.mass_updates,
             "--save-interval-updates", "200", "--keep-interval-updates", "1", "--disable-validation"],
            log=out.parent / "mass.log")
-        (out / "done").touch()
+        (out / "done").write_text(json.dumps({"mass_wall_s": round(time.time() - start, 1)}))
     return ckpt
+
+
+def mass_wall_s(work, arch, seed):
+    """Wall time of a MASS pretraining run of this script (None for a run it did not time)."""
+    text = (work / arch / f"seed{seed}" / "mass" / "done").read_text().strip()
+    return json.loads(text)["mass_wall_s"] if text else None
 
 
 def report(rows, work: Path):
@@ -206,24 +215,34 @@ def report(rows, work: Path):
     print(f"\nplot: {work / 'valid_bleu.png'}")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", required=True, help="output directory (re-running resumes)")
+def add_run_args(parser, systems):
+    """The flags every Multi30k benchmark of this directory shares (data, recipe, systems)."""
     parser.add_argument("--raw-dir", default=None, help="Multi30k raw files (default: smallcap-prepare's)")
-    parser.add_argument("--archs", default="smallcap_very_small", help="comma-separated Table 1 sizes")
-    parser.add_argument("--seeds", default="1", help="comma-separated seeds")
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {', '.join(SYSTEMS)}")
-    parser.add_argument("--mass-updates", type=int, default=1500, help="MASS pretraining updates")
-    parser.add_argument("--updates", type=int, default=1500, help="DAE + BT fine-tuning updates per system")
+    parser.add_argument("--systems", default=",".join(systems), help=f"comma-separated, from {', '.join(systems)}")
+    parser.add_argument("--mass-updates", type=int, default=1500, help="MASS pretraining updates (every model)")
+    parser.add_argument("--updates", type=int, default=1500, help="DAE + BT fine-tuning updates per run")
     parser.add_argument("--validate-every", type=int, default=250, help="validation interval (updates)")
     parser.add_argument("--max-tokens", type=int, default=2000)
     parser.add_argument("--cpu", action="store_true", help="train on CPU even where CUDA is available")
     parser.add_argument("--extra", default="", help="more fairseq-train flags for every run, e.g. '--fp16'")
-    args = parser.parse_args(argv)
-    systems = [s for s in args.systems.split(",") if s]
-    unknown = [s for s in systems if s not in SYSTEMS]
+
+
+def parse_systems(parser, value, choices):
+    systems = [s for s in value.split(",") if s]
+    unknown = [s for s in systems if s not in choices]
     if unknown:
-        parser.error(f"--systems: unknown {', '.join(unknown)} (choose from {', '.join(SYSTEMS)})")
+        parser.error(f"--systems: unknown {', '.join(unknown)} (choose from {', '.join(choices)})")
+    return systems
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", required=True, help="output directory (re-running resumes)")
+    parser.add_argument("--archs", default="smallcap_very_small", help="comma-separated Table 1 sizes")
+    parser.add_argument("--seeds", default="1", help="comma-separated seeds")
+    add_run_args(parser, SYSTEMS)
+    args = parser.parse_args(argv)
+    systems = parse_systems(parser, args.systems, SYSTEMS)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     base, static = prepare_data(args, work)

@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 import torch
 
 from .errors import SmallcapError
+from .cli import configure_logging, error_exit_status
 
 logger = logging.getLogger("fairseq_smallcap.back_parallel")
 PROG = "smallcap-back-parallel"
@@ -165,14 +166,12 @@ def write_direction(args, d, indexed_dataset, src, tgt, records, score_names):
 
 def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S", level=logging.INFO, stream=sys.stdout, force=True)
+    configure_logging()
     try:
         check_args(args)
         summary = make_round(args)
     except SmallcapError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return error_exit_status(PROG, e)
     for direction, counts in summary["directions"].items():
         print(f"{direction}: {counts['kept']:,} kept + {counts['pairs'] - counts['kept']:,} rejected "
               f"= {counts['pairs']:,} pairs")

@@ -24,6 +24,8 @@ import sys
 
 import torch
 
+from .cli import configure_logging
+
 logger = logging.getLogger("fairseq_smallcap.distributed_train")
 
 
@@ -31,15 +33,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def configure_logging():
-    """fairseq-train's log format (set up before fairseq is imported, which logs on import)."""
-    logging.basicConfig(
-        format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S", level=os.environ.get("LOGLEVEL", "INFO").upper(),
-        stream=sys.stdout, force=True,
-    )
 
 
 def _worker(index: int, cfg, threads: int):

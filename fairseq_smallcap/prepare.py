@@ -55,6 +55,7 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from .errors import SmallcapError
+from .cli import configure_logging, error_exit_status
 
 logger = logging.getLogger("fairseq_smallcap.prepare")
 
@@ -1171,21 +1172,11 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(args, parser)
-    logging.basicConfig(
-        format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        level=logging.INFO,
-        stream=sys.stdout,
-        force=True,  # importing fairseq may already have configured the root logger
-    )
+    configure_logging()
     try:
         run_from_args(args)
-    except PrepareError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except OSError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except (PrepareError, OSError) as e:
+        raise SystemExit(error_exit_status(PROG, e)) from None
     return 0
 
 

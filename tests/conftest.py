@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread for the tests and every command they start: the models are tiny, and on a
+# 2-core machine two torch threads per process, with a test command running beside pytest's own
+# process (or another job), oversubscribe the cores and can make a step 100x slower.
+# Set OMP_NUM_THREADS to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 USER_DIR = str(REPO_ROOT / "fairseq_smallcap")
 MULTI30K = Path(os.environ.get("SMALLCAP_DATA", REPO_ROOT.parent / "shared" / "data")) / "multi30k"

@@ -2,8 +2,6 @@
 import argparse
 import collections
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest

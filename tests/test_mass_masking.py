@@ -22,7 +22,6 @@ def test_span_is_contiguous_half_and_decoder_predicts_only_it():
             assert int(span[-1]) < n  # eos is never part of the span
             assert torch.equal(out["target"][span], tokens[span])
             # decoder input: the previous token inside the span, <mask> elsewhere
-            start = int(span[0])
             for j in range(len(tokens)):
                 if j in span.tolist() and j > 0:
                     assert out["decoder_input"][j] == tokens[j - 1]

@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import xxhash
 
 from ..errors import SmallcapError
+from ..cli import configure_logging, error_exit_status
 from . import line_rules  # noqa: F401  (registers the built-in rules)
 from .registry import LINE_RULES, CurationConfigError, import_plugins
 
@@ -254,8 +255,7 @@ def print_summary(summary: Dict) -> None:
 
 def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S", level=logging.INFO, stream=sys.stdout, force=True)
+    configure_logging()
     try:
         args = build_parser(argv).parse_args(argv)
         rules = [n.strip() for n in args.rules.split(",") if n.strip()]
@@ -264,11 +264,9 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
                                 chunk_lines=args.chunk_lines, log_interval=args.log_interval)
         summary = curator.run(args.input, args.output, args.rejects, args.num_shards, args.shard_id)
     except (CurateError, CurationConfigError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return error_exit_status(PROG, e)
     except OSError as e:
-        print(f"{PROG}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        return error_exit_status(PROG, f"{e.filename or ''}: {e.strerror or e}")
     summary_path = args.summary or args.output + ".summary.json"
     with open(summary_path, "w") as f:
         json.dump(summary, f, indent=2)

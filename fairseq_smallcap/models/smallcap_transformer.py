@@ -32,25 +32,32 @@ class DictionaryMismatchError(SmallcapError):
     """A checkpoint was trained with another dictionary than the one the task built."""
 
 
+def check_vocabulary(model, state_dict) -> None:
+    """Raise :class:`DictionaryMismatchError` (one clear line) when a checkpoint's token
+    embeddings do not match the dictionary the task built ``model`` with, instead of a tensor
+    size mismatch deep inside ``load_state_dict``."""
+    for side in ("encoder", "decoder"):
+        key = f"{side}.embed_tokens.weight"
+        if key in state_dict:
+            expected = getattr(model, side).embed_tokens.weight.size(0)
+            found = state_dict[key].size(0)
+            if found != expected:
+                raise DictionaryMismatchError(
+                    f"mismatched dictionary: the checkpoint's {side} has {found} token "
+                    f"embeddings but the task's dictionary has {expected} symbols "
+                    "(dict.txt of the data directory plus <mask> and one __lang__ token "
+                    "per language). Use the data directory (and --mono-langs) the model "
+                    "was trained with."
+                )
+
+
 @register_model("smallcap_transformer")
 class SmallcapTransformerModel(TransformerModel):
     """fairseq's Transformer, with a clear error when a checkpoint's vocabulary differs from the
-    task's dictionary (instead of a tensor size mismatch deep inside ``load_state_dict``)."""
+    task's dictionary."""
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
-        for side in ("encoder", "decoder"):
-            key = f"{side}.embed_tokens.weight"
-            if key in state_dict:
-                expected = getattr(self, side).embed_tokens.weight.size(0)
-                found = state_dict[key].size(0)
-                if found != expected:
-                    raise DictionaryMismatchError(
-                        f"mismatched dictionary: the checkpoint's {side} has {found} token "
-                        f"embeddings but the task's dictionary has {expected} symbols "
-                        "(dict.txt of the data directory plus <mask> and one __lang__ token "
-                        "per language). Use the data directory (and --mono-langs) the model "
-                        "was trained with."
-                    )
+        check_vocabulary(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
 

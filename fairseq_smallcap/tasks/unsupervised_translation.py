@@ -365,6 +365,12 @@ class UnsupervisedTranslationTask(TranslationTask):
         # sentences of every validation, test and training epoch would silently go missing.
         if kwargs.get("required_batch_size_multiple", 1) > 1:
             kwargs["required_batch_size_multiple"] = 1
+        # No prefetch thread (--data-buffer-size): when training stops, fairseq leaves that daemon
+        # thread building the next batches, and under Python 3.11 a daemon thread caught inside
+        # torch at interpreter exit aborts the finished run ("terminate called without an active
+        # exception", exit status 134; every run with OMP_NUM_THREADS=1 here). With --num-workers
+        # N the DataLoader's worker processes still prefetch.
+        kwargs["data_buffer_size"] = 0
         curriculum = isinstance(dataset, _EpochRoundRobinZipDatasets) and bool(dataset.difficulty_cdf)
         if curriculum:
             updates = self._updates_so_far()

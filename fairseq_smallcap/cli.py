@@ -1,0 +1,19 @@
+"""What every ``smallcap-*`` command shares: fairseq-train's log format, and the one-line
+``<program>: error: <message>`` report (exit status 2, like argparse) for bad input."""
+import logging
+import os
+import sys
+
+
+def configure_logging(stream=None) -> None:
+    """fairseq's log format on ``stream`` (stdout by default); ``force`` because importing fairseq
+    may already have configured the root logger. ``LOGLEVEL`` sets the level (INFO)."""
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S", level=os.environ.get("LOGLEVEL", "INFO").upper(),
+                        stream=stream or sys.stdout, force=True)
+
+
+def error_exit_status(prog: str, message) -> int:
+    """Print ``prog: error: message`` to stderr and return the exit status 2."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
