@@ -112,10 +112,10 @@ def finetune(args, work, base, static, arch, seed, system, mass_ckpt, extra_flag
     start = time.time()
     if system in ("back_parallel", "all"):
         half = args.updates // 2
-        sh([BIN / "fairseq-train", *flags, "--finetune-from-model", mass_ckpt, "--max-update", half],
-           log=out / "train.1.log")
         bp_dir = out / "bp1"
-        if not (bp_dir / "summary.json").exists():
+        if not (bp_dir / "summary.json").exists():  # (re-running the first half would rewrite its log)
+            sh([BIN / "fairseq-train", *flags, "--finetune-from-model", mass_ckpt, "--max-update", half],
+               log=out / "train.1.log")
             sh([BIN / "smallcap-back-parallel", data, "--path", out / "ckpt" / "checkpoint_last.pt",
                 "--dest", bp_dir, "--keep", "0.5", *(["--cpu"] if args.cpu else [])], log=out / "back_parallel.log")
         sh([BIN / "fairseq-train", *flags, "--max-update", args.updates, "--lambda-bp", "1",

@@ -54,6 +54,7 @@ from fairseq.models.lstm import Embedding, Linear
 from fairseq.modules import FairseqDropout
 from torch import Tensor
 
+from ..errors import SmallcapError
 from .smallcap_transformer import check_vocabulary
 
 DEFAULT_MAX_POSITIONS = 1024
@@ -110,7 +111,7 @@ class SmallcapBiGRUModel(FairseqEncoderDecoderModel):
         encoder_embed = Embedding(len(src_dict), args.encoder_embed_dim, src_dict.pad())
         if args.share_all_embeddings:
             if src_dict != tgt_dict or args.encoder_embed_dim != args.decoder_embed_dim:
-                raise ValueError("--share-all-embeddings needs a joint dictionary and "
+                raise SmallcapError("--share-all-embeddings needs a joint dictionary and "
                                  "--encoder-embed-dim equal to --decoder-embed-dim")
             decoder_embed = encoder_embed
         else:
