@@ -179,6 +179,17 @@ def test_cli_translation_training_with_stored_topk(tiny_data, topk_dir, tmp_path
     assert "no data for the validation subset 'valid'" in result.stdout
 
 
+def test_cli_translation_training_with_an_online_teacher(tiny_data, teacher, tmp_path):
+    """fairseq's plain translation task, the teacher run on every batch (training and validation)."""
+    result = run([tool("fairseq-train"), tiny_data, *translation_flags(
+        "--criterion", "knowledge_distillation", "--teacher-path", teacher, "--kd-alpha", "0.5",
+        "--kd-topk", "8", "--max-update", "2", "--save-dir", tmp_path)])
+    train_lines = [line for line in result.stdout.splitlines() if "train_inner" in line]
+    assert len(train_lines) == 2 and all("kd_loss=" in line for line in train_lines)
+    valid = [line for line in result.stdout.splitlines() if "valid on 'valid' subset" in line]
+    assert valid and "kd_loss" in valid[-1]
+
+
 def test_cli_teacher_with_another_dictionary(tiny_data, task, teacher, tmp_path):
     """A translation-task teacher for an unsupervised_translation student (whose dictionary also
     has <mask> and two language tokens)."""
