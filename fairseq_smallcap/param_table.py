@@ -26,11 +26,16 @@ class _DictionaryOnlyTask:
         self.source_dictionary = self.target_dictionary = dictionary
 
 
-def count_parameters(arch: str, vocab_size: int, overrides: Optional[Dict] = None) -> int:
-    """Parameters of ``arch`` with a vocabulary of ``vocab_size`` symbols (tied tensors once)."""
+def arch_args(arch: str, overrides: Optional[Dict] = None) -> Namespace:
+    """The model options ``--arch arch`` sets, given the ``overrides`` on the command line."""
     args = Namespace(**(overrides or {}))
     ARCH_CONFIG_REGISTRY[arch](args)
-    model = ARCH_MODEL_REGISTRY[arch].build_model(args, _DictionaryOnlyTask(vocab_size))
+    return args
+
+
+def count_parameters(arch: str, vocab_size: int, overrides: Optional[Dict] = None) -> int:
+    """Parameters of ``arch`` with a vocabulary of ``vocab_size`` symbols (tied tensors once)."""
+    model = ARCH_MODEL_REGISTRY[arch].build_model(arch_args(arch, overrides), _DictionaryOnlyTask(vocab_size))
     return sum(p.numel() for p in model.parameters())
 
 

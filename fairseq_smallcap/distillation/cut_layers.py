@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence
 
 from ..errors import SmallcapError
 from ..cli import configure_logging, error_exit_status
+from ..param_table import arch_args
 
 logger = logging.getLogger("fairseq_smallcap.distillation.cut_layers")
 PROG = "smallcap-cut-layers"
@@ -81,15 +82,6 @@ def parse_layers(flag: str, value: str, n_teacher: int, side: str) -> List[int]:
     return layers
 
 
-def arch_defaults(arch: str, overrides: Optional[dict] = None) -> Namespace:
-    """The model options ``--arch arch`` sets, given the ``overrides`` on the command line."""
-    from fairseq.models import ARCH_CONFIG_REGISTRY
-
-    args = Namespace(**(overrides or {}))
-    ARCH_CONFIG_REGISTRY[arch](args)
-    return args
-
-
 def teacher_layers(model_state, model_cfg) -> Dict[str, int]:
     counts = {}
     for side in SIDES:
@@ -119,7 +111,7 @@ def check_student_arch(name: str, teacher_arch: str, model_cfg, counts: Dict[str
     if model_cls is not None and ARCH_MODEL_REGISTRY[name] is not model_cls:
         raise CutLayersError(f"--student-arch {name}: not an architecture of the teacher's model "
                              f"{model_cls.__name__}")
-    student = arch_defaults(name)
+    student = arch_args(name)
     differ = [k for k in WIDTHS if getattr(student, k) != getattr(model_cfg, k)]
     if differ:
         raise CutLayersError(
@@ -153,7 +145,7 @@ def training_flags(model_cfg, arch: str, output: str, keep: Dict[str, List[int]]
     overrides = {f"{side}_layers": len(keep[side]) for side in SIDES}
     inexpressible = set()
     while True:
-        defaults = vars(arch_defaults(arch, overrides))
+        defaults = vars(arch_args(arch, overrides))
         differ = [k for k, v in defaults.items() if k not in overrides and k not in inexpressible
                   and hasattr(model_cfg, k) and getattr(model_cfg, k) != v]
         if not differ:
