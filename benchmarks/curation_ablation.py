@@ -19,7 +19,8 @@ scoring, keep 70% after the first 10% of updates); ``curriculum`` (rarity, compe
 of the updates); ``back_parallel`` (at half of the updates, one round of curated back-parallel
 pairs, then ``--lambda-bp 1``); ``all``. Prints a Markdown table (test BLEU both ways, their
 mean, the gain over the baseline, fine-tuning wall time), mean +- std over seeds, and plots
-validation BLEU against updates (``WORK/valid_bleu.png``). Results: ``WORK/results.json``.
+validation BLEU against updates (``WORK/valid_bleu.png``), over every finished run in WORK, also
+those of earlier invocations (so systems can be run one at a time). Results: ``WORK/results.json``.
 """
 import argparse
 import json
@@ -240,24 +241,38 @@ def main(argv=None):
     parser.add_argument("--work", required=True, help="output directory (re-running resumes)")
     parser.add_argument("--archs", default="smallcap_very_small", help="comma-separated Table 1 sizes")
     parser.add_argument("--seeds", default="1", help="comma-separated seeds")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: table and plot of the runs already finished in WORK")
     add_run_args(parser, SYSTEMS)
     args = parser.parse_args(argv)
     systems = parse_systems(parser, args.systems, SYSTEMS)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     base, static = prepare_data(args, work)
-    rows = []
-    for arch in args.archs.split(","):
+    for arch in [] if args.report_only else args.archs.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
             mass_ckpt = mass_pretrain(args, work, base, arch, seed)
             for system in systems:
-                result = finetune(args, work, base, static, arch, seed, system, mass_ckpt)
-                data = static if system in ("static", "all") else base
-                bleu = test_bleu(args, work, data, arch, seed, system)
-                rows.append({"arch": arch, "seed": seed, "system": system, **bleu,
-                             "mean": (bleu["en-fr"] + bleu["fr-en"]) / 2, **result})
-                (work / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+                finetune(args, work, base, static, arch, seed, system, mass_ckpt)
+                test_bleu(args, work, static if system in ("static", "all") else base, arch, seed, system)
+    rows = finished_rows(args, work, base, static)
+    (work / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     report(rows, work)
+
+
+def finished_rows(args, work, base, static):
+    """One row per finished run under WORK — this invocation's and earlier ones' — so that runs
+    made one system at a time end up in one table and one plot."""
+    rows = []
+    for done in sorted(work.glob("*/seed*/*/finetune.done.json")):
+        system, seed, arch = done.parent.name, int(done.parent.parent.name[4:]), done.parent.parent.parent.name
+        if system not in SYSTEMS:
+            continue  # (another benchmark's run sharing this WORK, e.g. kd_comparison's)
+        bleu = test_bleu(args, work, static if system in ("static", "all") else base, arch, seed, system)
+        rows.append({"arch": arch, "seed": seed, "system": system, **bleu,
+                     "mean": (bleu["en-fr"] + bleu["fr-en"]) / 2, **json.loads(done.read_text())})
+    rows.sort(key=lambda r: (r["arch"], r["seed"], SYSTEMS.index(r["system"])))
+    return rows
 
 
 if __name__ == "__main__":
