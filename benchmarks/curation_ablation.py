@@ -95,6 +95,11 @@ def system_flags(system, updates):
     return flags
 
 
+def system_data(system, base, static):
+    """The binarized data a system trains on: the statically curated corpora or the plain ones."""
+    return static if system in ("static", "all") else base
+
+
 def finetune(args, work, base, static, arch, seed, system, mass_ckpt, extra_flags=(), name=None):
     """DAE + BT fine-tuning of one system from the MASS checkpoint into ``WORK/arch/seedN/name``
     (``name`` defaults to the system; ``extra_flags`` are added to every fairseq-train call)."""
@@ -103,7 +108,7 @@ def finetune(args, work, base, static, arch, seed, system, mass_ckpt, extra_flag
     done = out / "finetune.done.json"
     if done.exists():
         return json.loads(done.read_text())
-    data = static if system in ("static", "all") else base
+    data = system_data(system, base, static)
     flags = [data, *common_flags(args, arch, seed), "--save-dir", out / "ckpt",
              "--lambda-mass", "0", "--lambda-dae", "0:1,2000:0.1", "--lambda-bt", "1",
              "--validate-interval-updates", str(args.validate_every), "--save-interval-updates",
@@ -254,8 +259,7 @@ def main(argv=None):
             mass_ckpt = mass_pretrain(args, work, base, arch, seed)
             for system in systems:
                 finetune(args, work, base, static, arch, seed, system, mass_ckpt)
-                test_bleu(args, work, static if system in ("static", "all") else base, arch, seed, system)
-    rows = finished_rows(args, work, base, static)
+    rows = finished_rows(args, work, base, static)  # (test BLEU of each, this invocation's runs included)
     (work / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     report(rows, work)
 
@@ -268,7 +272,7 @@ def finished_rows(args, work, base, static):
         system, seed, arch = done.parent.name, int(done.parent.parent.name[4:]), done.parent.parent.parent.name
         if system not in SYSTEMS:
             continue  # (another benchmark's run sharing this WORK, e.g. kd_comparison's)
-        bleu = test_bleu(args, work, static if system in ("static", "all") else base, arch, seed, system)
+        bleu = test_bleu(args, work, system_data(system, base, static), arch, seed, system)
         rows.append({"arch": arch, "seed": seed, "system": system, **bleu,
                      "mean": (bleu["en-fr"] + bleu["fr-en"]) / 2, **json.loads(done.read_text())})
     rows.sort(key=lambda r: (r["arch"], r["seed"], SYSTEMS.index(r["system"])))
