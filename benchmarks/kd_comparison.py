@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import curation_ablation as ablation  # noqa: E402  (shared stages)
 
 SYSTEMS = ("alone", "word_kd", "seq_kd", "curated")
+ABLATION_RUNS = {"alone": "baseline", "curated": "all"}  # students that are curation_ablation runs (no teacher)
 
 
 def train_teacher(args, work, base, static):
@@ -61,10 +62,10 @@ def sequence_kd_data(args, work, base, teacher):
 def student(args, work, base, static, system, mass_ckpt, teacher, seqkd):
     """Fine-tune one student system; returns its directory name, data and fine-tuning result."""
     arch, seed = args.student_arch, args.seed
-    if system == "alone":
-        return "baseline", base, ablation.finetune(args, work, base, static, arch, seed, "baseline", mass_ckpt)
-    if system == "curated":
-        return "all", static, ablation.finetune(args, work, base, static, arch, seed, "all", mass_ckpt)
+    if system in ABLATION_RUNS:
+        name = ABLATION_RUNS[system]
+        return (name, ablation.system_data(name, base, static),
+                ablation.finetune(args, work, base, static, arch, seed, name, mass_ckpt))
     if system == "word_kd":
         flags = ["--criterion", "knowledge_distillation", "--teacher-path", teacher,
                  "--kd-alpha", str(args.kd_alpha), "--kd-temperature", str(args.kd_temperature)]
@@ -72,7 +73,7 @@ def student(args, work, base, static, system, mass_ckpt, teacher, seqkd):
         flags = ["--lambda-bp", "1", "--back-parallel-data", seqkd]
     result = ablation.finetune(args, work, base, static, arch, seed, "baseline", mass_ckpt,
                                extra_flags=flags, name=f"{system}_{args.teacher_arch}")
-    return f"{system}_{args.teacher_arch}", base, result
+    return f"{system}_{args.teacher_arch}", ablation.system_data("baseline", base, static), result
 
 
 def minutes(seconds):
@@ -104,7 +105,7 @@ def main(argv=None):
     for system in systems:
         name, data, result = student(args, work, base, static, system, mass_ckpt, teacher, seqkd)
         bleu = ablation.test_bleu(args, work, data, args.student_arch, args.seed, name)
-        cost = 0.0 if system in ("alone", "curated") else teacher_cost
+        cost = 0.0 if system in ABLATION_RUNS else teacher_cost
         if system == "seq_kd" and cost is not None:
             cost += seqkd_s
         total = None if cost is None else cost + result["finetune_wall_s"]
