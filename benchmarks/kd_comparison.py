@@ -20,7 +20,7 @@ It shares its stages (and, with the same ``--work``, its finished runs) with
 
 Prints a Markdown table: test BLEU both ways, their mean, the student's fine-tuning wall time, the
 teacher's cost (its MASS + fine-tuning wall time, plus the seq-KD translation), and the total.
-Results: ``WORK/kd_results.json``.
+Results: ``WORK/kd_results.STUDENT_ARCH.seedSEED.json`` (one file per student and seed).
 """
 import argparse
 import json
@@ -111,7 +111,7 @@ def main(argv=None):
         total = None if cost is None else cost + result["finetune_wall_s"]
         rows.append({"system": system, **bleu, "mean": (bleu["en-fr"] + bleu["fr-en"]) / 2,
                      "finetune_wall_s": result["finetune_wall_s"], "teacher_cost_s": cost, "total_s": total})
-        (work / "kd_results.json").write_text(json.dumps(
+        (work / f"kd_results.{args.student_arch}.seed{args.seed}.json").write_text(json.dumps(
             {"args": vars(args), "teacher_bleu": teacher_bleu, "teacher_cost_s": teacher_cost,
              "seqkd_wall_s": seqkd_s, "rows": rows}, indent=2))
 
