@@ -59,6 +59,7 @@ def test_every_rule_rejects_its_line_and_counts_add_up(corpus, tmp_path):
     assert rejects[2][2] == "of line 1" and rejects[17][2] == "of line 16"
     assert rejects[13][3] == "bad \\xff\\xfe bytes in the line"  # undecodable bytes kept, escaped
     assert rejects[12][3] == "A tab\\there in the middle of the line"
+    assert rejects[11][2].startswith("identified as fr (") and rejects[11][2].endswith("), not en")
     summary = json.loads((tmp_path / "out.en.summary.json").read_text())
     assert summary["kept"] == 3 and summary["rejected_total"] == 15 and summary["lines_in_shard"] == 18
     assert summary["rejected"]["duplicate"] == 2 and summary["rejected"]["empty"] == 2

@@ -194,5 +194,16 @@ class LanguageId(OpusLineRule):
                                           f"(--lang / --langid-candidates)")
         return opus_filter
 
-    def detail(self, score):
-        return f"{self.lang} confidence {score[0]:.2f}"
+    def reject(self, text):
+        """The reason names the language the identifier saw (OpusFilter's score is only 0 then)."""
+        score = next(self.opus_filter.score([(text,)]))
+        if self.opus_filter.accept(score):
+            return None
+        if hasattr(self.opus_filter, "lingua_detector"):
+            best = self.opus_filter.lingua_detector.compute_language_confidence_values(text)[0]
+            seen, confidence = best.language.iso_code_639_1.name.lower(), best.value
+        else:
+            seen, confidence = self.opus_filter.identifier.classify(text)
+        if seen != self.lang:
+            return f"identified as {seen} ({float(confidence):.2f}), not {self.lang}"
+        return f"{self.lang} confidence {score[0]:.2f} <= --langid-threshold {self.opus_filter.thresholds[0]}"
