@@ -21,9 +21,16 @@ pairs, then ``--lambda-bp 1``); ``all``. Prints a Markdown table (test BLEU both
 mean, the gain over the baseline, fine-tuning wall time), mean +- std over seeds, and plots
 validation BLEU against updates (``WORK/valid_bleu.png``), over every finished run in WORK, also
 those of earlier invocations (so systems can be run one at a time). Results: ``WORK/results.json``.
+With ``--results-log FILE`` (the project keeps ``benchmarks/results/curation_ablation.jsonl``) each
+finished run is also recorded in a JSON-lines ledger with its date, commit and machine, and the
+tables and plot cover every run recorded there: seeds run on other machines or in other sessions
+(whose WORK is gone) count towards mean +- std.
 """
 import argparse
+import datetime
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -248,6 +255,10 @@ def main(argv=None):
     parser.add_argument("--seeds", default="1", help="comma-separated seeds")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: table and plot of the runs already finished in WORK")
+    parser.add_argument("--results-log", default=None,
+                        help="JSON-lines ledger of finished runs (e.g. benchmarks/results/curation_ablation.jsonl): "
+                             "this invocation's runs are recorded in it, replacing earlier records of the same "
+                             "arch, seed and system, and the tables and plot cover every run it holds")
     add_run_args(parser, SYSTEMS)
     args = parser.parse_args(argv)
     systems = parse_systems(parser, args.systems, SYSTEMS)
@@ -260,6 +271,8 @@ def main(argv=None):
             for system in systems:
                 finetune(args, work, base, static, arch, seed, system, mass_ckpt)
     rows = finished_rows(args, work, base, static)  # (test BLEU of each, this invocation's runs included)
+    if args.results_log:
+        rows = merge_into_ledger(Path(args.results_log), rows)
     (work / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     report(rows, work)
 
@@ -277,6 +290,44 @@ def finished_rows(args, work, base, static):
                      "mean": (bleu["en-fr"] + bleu["fr-en"]) / 2, **json.loads(done.read_text())})
     rows.sort(key=lambda r: (r["arch"], r["seed"], SYSTEMS.index(r["system"])))
     return rows
+
+
+def provenance():
+    """When, from which commit and on what machine a run was recorded."""
+    try:
+        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return {"date": datetime.date.today().isoformat(), "commit": commit,
+            "machine": f"{cpu}, {os.cpu_count()} cores", "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+
+
+def merge_into_ledger(ledger: Path, rows):
+    """Record ``rows`` (runs finished in WORK) in the JSON-lines ``ledger``, replacing older records
+    of the same (arch, seed, system), and return every run the ledger then holds."""
+    key = lambda r: (r["arch"], r["seed"], r["system"])  # noqa: E731
+    recorded = {}
+    if ledger.exists():
+        for number, line in enumerate(ledger.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    entry = json.loads(line)
+                    recorded[key(entry)] = entry
+                except (json.JSONDecodeError, KeyError) as error:
+                    sys.exit(f"{ledger}:{number}: not a run record ({error})")
+    stamp = provenance()
+    for r in rows:
+        previous = recorded.get(key(r))
+        same = previous and all(previous.get(k) == r[k] for k in ("en-fr", "fr-en", "finetune_wall_s"))
+        recorded[key(r)] = previous if same else {**r, "recorded": stamp}
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    merged = sorted(recorded.values(), key=lambda r: (r["arch"], r["seed"], SYSTEMS.index(r["system"])))
+    ledger.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged))
+    print(f"ledger: {ledger} ({len(merged)} runs)")
+    return merged
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""The curation ablation's ledger of finished runs: seeds measured in different sessions or on
+different machines end up in one table with mean ± std."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import curation_ablation  # noqa: E402
+
+
+def run(seed, system, en_fr, fr_en, arch="smallcap_very_small"):
+    return {"arch": arch, "seed": seed, "system": system, "en-fr": en_fr, "fr-en": fr_en,
+            "mean": (en_fr + fr_en) / 2, "finetune_wall_s": 60.0, "valid_bleu": [[200, 1.0]]}
+
+
+def test_ledger_keeps_other_runs_and_replaces_a_rerun(tmp_path, capsys):
+    ledger = tmp_path / "results" / "ledger.jsonl"
+    curation_ablation.merge_into_ledger(ledger, [run(1, "baseline", 4.0, 5.0), run(1, "all", 3.0, 4.0)])
+    merged = curation_ablation.merge_into_ledger(ledger, [run(2, "baseline", 6.0, 7.0), run(1, "all", 5.0, 5.0)])
+    assert [(r["seed"], r["system"], r["mean"]) for r in merged] == [(1, "baseline", 4.5), (1, "all", 5.0),
+                                                                     (2, "baseline", 6.5)]
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert records == merged and all("commit" in r["recorded"] and "machine" in r["recorded"] for r in records)
+    curation_ablation.report(merged, tmp_path)
+    table = capsys.readouterr().out
+    assert "| smallcap_very_small | baseline | 2 | 5.50 ± 1.41 |" in table
+    assert "| smallcap_very_small | 1 | all | 5.00 | 5.00 | 5.00 | +0.50 |" in table
+
+
+def test_unchanged_rerun_keeps_its_first_record(tmp_path):
+    ledger = tmp_path / "ledger.jsonl"
+    first = curation_ablation.merge_into_ledger(ledger, [run(1, "baseline", 4.0, 5.0)])
+    first[0]["recorded"]["date"] = "2000-01-01"
+    ledger.write_text(json.dumps(first[0]) + "\n")
+    again = curation_ablation.merge_into_ledger(ledger, [run(1, "baseline", 4.0, 5.0)])
+    assert again[0]["recorded"]["date"] == "2000-01-01"
+
+
+def test_corrupt_ledger_line_names_file_and_line(tmp_path):
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.write_text(json.dumps(run(1, "baseline", 4.0, 5.0)) + "\n{not json\n")
+    with pytest.raises(SystemExit, match=r"ledger\.jsonl:2: not a run record"):
+        curation_ablation.merge_into_ledger(ledger, [])
+
+
+def test_project_ledger_is_well_formed():
+    ledger = Path(curation_ablation.REPO) / "benchmarks" / "results" / "curation_ablation.jsonl"
+    for line in ledger.read_text().splitlines():
+        r = json.loads(line)
+        assert r["system"] in curation_ablation.SYSTEMS and r["arch"].startswith("smallcap_")
+        assert r["mean"] == pytest.approx((r["en-fr"] + r["fr-en"]) / 2)
+        assert r["recorded"]["machine"]
