@@ -254,7 +254,7 @@ def main(argv=None):
     parser.add_argument("--archs", default="smallcap_very_small", help="comma-separated Table 1 sizes")
     parser.add_argument("--seeds", default="1", help="comma-separated seeds")
     parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: table and plot of the runs already finished in WORK")
+                        help="train nothing: table and plot of the runs already finished in WORK (and in --results-log)")
     parser.add_argument("--results-log", default=None,
                         help="JSON-lines ledger of finished runs (e.g. benchmarks/results/curation_ablation.jsonl): "
                              "this invocation's runs are recorded in it, replacing earlier records of the same "
@@ -288,8 +288,13 @@ def finished_rows(args, work, base, static):
         bleu = test_bleu(args, work, system_data(system, base, static), arch, seed, system)
         rows.append({"arch": arch, "seed": seed, "system": system, **bleu,
                      "mean": (bleu["en-fr"] + bleu["fr-en"]) / 2, **json.loads(done.read_text())})
-    rows.sort(key=lambda r: (r["arch"], r["seed"], SYSTEMS.index(r["system"])))
+    rows.sort(key=table_order)
     return rows
+
+
+def table_order(run):
+    """Runs in table order: by size, seed, then system as listed in SYSTEMS."""
+    return run["arch"], run["seed"], SYSTEMS.index(run["system"])
 
 
 def provenance():
@@ -299,8 +304,9 @@ def provenance():
                                 text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = platform.processor()
+    if Path("/proc/cpuinfo").exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), cpu)
     return {"date": datetime.date.today().isoformat(), "commit": commit,
             "machine": f"{cpu}, {os.cpu_count()} cores", "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
@@ -318,13 +324,15 @@ def merge_into_ledger(ledger: Path, rows):
                     recorded[key(entry)] = entry
                 except (json.JSONDecodeError, KeyError) as error:
                     sys.exit(f"{ledger}:{number}: not a run record ({error})")
+                if entry["system"] not in SYSTEMS:
+                    sys.exit(f"{ledger}:{number}: unknown system {entry['system']!r} (known: {', '.join(SYSTEMS)})")
     stamp = provenance()
     for r in rows:
         previous = recorded.get(key(r))
         same = previous and all(previous.get(k) == r[k] for k in ("en-fr", "fr-en", "finetune_wall_s"))
         recorded[key(r)] = previous if same else {**r, "recorded": stamp}
     ledger.parent.mkdir(parents=True, exist_ok=True)
-    merged = sorted(recorded.values(), key=lambda r: (r["arch"], r["seed"], SYSTEMS.index(r["system"])))
+    merged = sorted(recorded.values(), key=table_order)
     ledger.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged))
     print(f"ledger: {ledger} ({len(merged)} runs)")
     return merged

@@ -43,6 +43,9 @@ def test_corrupt_ledger_line_names_file_and_line(tmp_path):
     ledger.write_text(json.dumps(run(1, "baseline", 4.0, 5.0)) + "\n{not json\n")
     with pytest.raises(SystemExit, match=r"ledger\.jsonl:2: not a run record"):
         curation_ablation.merge_into_ledger(ledger, [])
+    ledger.write_text(json.dumps(run(1, "baseline", 4.0, 5.0)) + "\n" + json.dumps(run(1, "oracle", 9.0, 9.0)) + "\n")
+    with pytest.raises(SystemExit, match=r"ledger\.jsonl:2: unknown system 'oracle'"):
+        curation_ablation.merge_into_ledger(ledger, [])
 
 
 def test_project_ledger_is_well_formed():
