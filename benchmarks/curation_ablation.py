@@ -28,6 +28,7 @@ tables and plot cover every run recorded there: seeds run on other machines or i
 """
 import argparse
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -313,7 +314,16 @@ def provenance():
 
 def merge_into_ledger(ledger: Path, rows):
     """Record ``rows`` (runs finished in WORK) in the JSON-lines ``ledger``, replacing older records
-    of the same (arch, seed, system), and return every run the ledger then holds."""
+    of the same (arch, seed, system), and return every run the ledger then holds. Invocations
+    running side by side (one system each) take turns on a lock file, and the ledger is replaced
+    in one step, so a reader never sees half of it and no invocation drops another's records."""
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with open(ledger.with_name(ledger.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _merge_into_ledger(ledger, rows)
+
+
+def _merge_into_ledger(ledger: Path, rows):
     key = lambda r: (r["arch"], r["seed"], r["system"])  # noqa: E731
     recorded = {}
     if ledger.exists():
@@ -331,9 +341,10 @@ def merge_into_ledger(ledger: Path, rows):
         previous = recorded.get(key(r))
         same = previous and all(previous.get(k) == r[k] for k in ("en-fr", "fr-en", "finetune_wall_s"))
         recorded[key(r)] = previous if same else {**r, "recorded": stamp}
-    ledger.parent.mkdir(parents=True, exist_ok=True)
     merged = sorted(recorded.values(), key=table_order)
-    ledger.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged))
+    partial = ledger.with_name(ledger.name + ".partial")
+    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged))
+    os.replace(partial, ledger)
     print(f"ledger: {ledger} ({len(merged)} runs)")
     return merged
 

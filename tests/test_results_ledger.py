@@ -1,6 +1,7 @@
 """The curation ablation's ledger of finished runs: seeds measured in different sessions or on
 different machines end up in one table with mean ± std."""
 import json
+import multiprocessing
 import sys
 from pathlib import Path
 
@@ -36,6 +37,24 @@ def test_unchanged_rerun_keeps_its_first_record(tmp_path):
     ledger.write_text(json.dumps(first[0]) + "\n")
     again = curation_ablation.merge_into_ledger(ledger, [run(1, "baseline", 4.0, 5.0)])
     assert again[0]["recorded"]["date"] == "2000-01-01"
+
+
+def _record_seed(ledger, seed):
+    curation_ablation.merge_into_ledger(ledger, [run(seed, "baseline", 4.0, 5.0)])
+
+
+def test_invocations_side_by_side_keep_each_others_runs(tmp_path):
+    """Systems run in parallel lanes each record their run when they finish: none may be lost."""
+    ledger = tmp_path / "ledger.jsonl"
+    context = multiprocessing.get_context("fork")
+    lanes = [context.Process(target=_record_seed, args=(ledger, seed)) for seed in range(1, 13)]
+    for lane in lanes:
+        lane.start()
+    for lane in lanes:
+        lane.join()
+    assert all(lane.exitcode == 0 for lane in lanes)
+    assert sorted(json.loads(line)["seed"] for line in ledger.read_text().splitlines()) == list(range(1, 13))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.jsonl", "ledger.jsonl.lock"]
 
 
 def test_corrupt_ledger_line_names_file_and_line(tmp_path):
