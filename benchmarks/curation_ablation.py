@@ -137,8 +137,9 @@ def finetune(args, work, base, static, arch, seed, system, mass_ckpt, extra_flag
     else:
         sh([BIN / "fairseq-train", *flags, "--finetune-from-model", mass_ckpt, "--max-update", args.updates],
            log=out / "train.1.log")
+    # the threads this run trained with (provenance()'s are those of the invocation that records it)
     result = {"finetune_wall_s": round(time.time() - start, 1), "valid_bleu": valid_curve(out),
-              "finetune_omp_num_threads": os.environ.get("OMP_NUM_THREADS")}  # (the recording run's may differ)
+              "finetune_omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     done.write_text(json.dumps(result))
     return result
 
