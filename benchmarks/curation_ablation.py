@@ -49,7 +49,11 @@ def sh(command, log=None, **kwargs):
     command = [str(c) for c in command]
     print(f"$ {' '.join(command)}" + (f"  > {log}" if log else ""), flush=True)
     if log:
-        with open(log, "w") as f:
+        # append: a resumed stage (fairseq-train restarts from checkpoint_last.pt) keeps the log,
+        # and so the validation curve, of the part that ran before the interruption
+        with open(log, "a") as f:
+            f.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(command)}\n")
+            f.flush()
             result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, text=True, **kwargs)
         if result.returncode != 0:
             sys.exit(f"failed ({result.returncode}), see {log}:\n" + Path(log).read_text()[-3000:])
@@ -127,7 +131,7 @@ def finetune(args, work, base, static, arch, seed, system, mass_ckpt, extra_flag
     if system in ("back_parallel", "all"):
         half = args.updates // 2
         bp_dir = out / "bp1"
-        if not (bp_dir / "summary.json").exists():  # (re-running the first half would rewrite its log)
+        if not (bp_dir / "summary.json").exists():  # the first half and the round run once
             sh([BIN / "fairseq-train", *flags, "--finetune-from-model", mass_ckpt, "--max-update", half],
                log=out / "train.1.log")
             sh([BIN / "smallcap-back-parallel", data, "--path", out / "ckpt" / "checkpoint_last.pt",
@@ -145,14 +149,14 @@ def finetune(args, work, base, static, arch, seed, system, mass_ckpt, extra_flag
 
 
 def valid_curve(out: Path):
-    curve = []
+    curve = {}  # update -> BLEU; a validation repeated after a resume counts once (the last)
     for log in sorted(out.glob("train.*.log")):
         for line in log.read_text().splitlines():
-            if "| valid |" in line:
+            if "| valid |" in line and not line.startswith("==== "):  # (not sh()'s command line)
                 entry = json.loads(line.split("| valid |", 1)[1])
                 if "valid_bleu" in entry:
-                    curve.append((int(entry["valid_num_updates"]), float(entry["valid_bleu"])))
-    return curve
+                    curve[int(entry["valid_num_updates"])] = float(entry["valid_bleu"])
+    return sorted(curve.items())
 
 
 def test_bleu(args, work, data, arch, seed, system):
@@ -161,13 +165,17 @@ def test_bleu(args, work, data, arch, seed, system):
     scores = {}
     for src, tgt in (("en", "fr"), ("fr", "en")):
         log = out / f"generate.test.{src}-{tgt}.log"
-        if not log.exists():
+        if not (log.exists() and "Translated " in log.read_text()):  # absent, or left by a failed run
+            log.unlink(missing_ok=True)
             sh([BIN / "fairseq-generate", data, "--user-dir", USER_DIR, "--task", "unsupervised_translation",
                 "-s", src, "-t", tgt, "--gen-subset", "test", "--path", out / "ckpt" / "checkpoint_best.pt",
                 "--beam", "4", "--max-len-a", "1.3", "--max-len-b", "5", "--batch-size", "128",
                 "--post-process", "sentencepiece", *(["--cpu"] if args.cpu else [])], log=log)
         hyps = sorted((int(line.split("\t")[0][2:]), line.rstrip("\n").split("\t")[2])
                       for line in open(log) if line.startswith("D-"))
+        references = (data / "raw" / f"test.{tgt}").read_text().count("\n")
+        if len(hyps) != references:
+            sys.exit(f"{log}: {len(hyps)} translations for {references} references; delete it to re-run")
         hyp_file = out / f"test.{src}-{tgt}.hyp"
         hyp_file.write_text("".join(h + "\n" for _, h in hyps))
         bleu = sh([BIN / "sacrebleu", data / "raw" / f"test.{tgt}", "-i", hyp_file, "-m", "bleu", "-b", "-w", "2"])

@@ -74,3 +74,16 @@ def test_project_ledger_is_well_formed():
         assert r["system"] in curation_ablation.SYSTEMS and r["arch"].startswith("smallcap_")
         assert r["mean"] == pytest.approx((r["en-fr"] + r["fr-en"]) / 2)
         assert r["recorded"]["machine"]
+
+
+def test_resumed_stage_keeps_the_validation_curve_of_its_first_part(tmp_path):
+    """A stage killed and run again appends to its log (fairseq-train resumes from its checkpoint),
+    so the validation points logged before the interruption stay in the run's curve, once each."""
+    def validation(update, bleu):
+        return f'print(\'2026-01-01 | INFO | valid | {{"valid_num_updates": "{update}", "valid_bleu": "{bleu}"}}\')'
+
+    log = tmp_path / "train.1.log"
+    curation_ablation.sh([sys.executable, "-c", f"{validation(200, 1.5)}; {validation(400, 2.0)}"], log=log)
+    curation_ablation.sh([sys.executable, "-c", f"{validation(400, 2.5)}; {validation(600, 3.0)}"], log=log)
+    assert log.read_text().count("==== ") == 2
+    assert curation_ablation.valid_curve(tmp_path) == [(200, 1.5), (400, 2.5), (600, 3.0)]
