@@ -225,15 +225,23 @@ def report(rows, work: Path):
     except ImportError:
         print("(matplotlib not installed: no plot)")
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        if r["valid_bleu"]:
-            x, y = zip(*r["valid_bleu"])
-            ax.plot(x, y, marker="o", markersize=3, label=f"{r['arch']} {r['system']} s{r['seed']}")
-    ax.set_xlabel("fine-tuning updates (DAE + BT after MASS)")
-    ax.set_ylabel("validation BLEU (mean of en→fr, fr→en)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    # one panel per model size; colour = system, line style = seed
+    sizes = ("smallcap_very_small", "smallcap_small", "smallcap_medium", "smallcap_large")
+    archs = sorted({r["arch"] for r in rows}, key=lambda a: (sizes.index(a) if a in sizes else len(sizes), a))
+    fig, axes = plt.subplots(1, max(len(archs), 1), figsize=(5.5 * max(len(archs), 1), 4.5), sharey=True,
+                             squeeze=False)
+    styles = ("-", "--", ":", "-.")
+    for ax, arch in zip(axes[0], archs):
+        for r in rows:
+            if r["arch"] == arch and r["valid_bleu"]:
+                x, y = zip(*r["valid_bleu"])
+                ax.plot(x, y, marker="o", markersize=3, color=f"C{SYSTEMS.index(r['system'])}",
+                        linestyle=styles[(r["seed"] - 1) % len(styles)], label=f"{r['system']} s{r['seed']}")
+        ax.set_title(arch)
+        ax.set_xlabel("fine-tuning updates (DAE + BT after MASS)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("validation BLEU (mean of en→fr, fr→en)")
     fig.tight_layout()
     fig.savefig(work / "valid_bleu.png", dpi=120)
     print(f"\nplot: {work / 'valid_bleu.png'}")
