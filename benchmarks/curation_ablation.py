@@ -47,12 +47,13 @@ SCORES = "dual_xent,length_ratio,copy_rate,repeated_ngrams"
 
 def sh(command, log=None, **kwargs):
     command = [str(c) for c in command]
-    print(f"$ {' '.join(command)}" + (f"  > {log}" if log else ""), flush=True)
+    shown = " ".join(command)
+    print(f"$ {shown}" + (f"  > {log}" if log else ""), flush=True)
     if log:
         # append: a resumed stage (fairseq-train restarts from checkpoint_last.pt) keeps the log,
         # and so the validation curve, of the part that ran before the interruption
         with open(log, "a") as f:
-            f.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(command)}\n")
+            f.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shown}\n")
             f.flush()
             result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, text=True, **kwargs)
         if result.returncode != 0:
@@ -226,10 +227,12 @@ def report(rows, work: Path):
         print("(matplotlib not installed: no plot)")
         return
     # one panel per model size; colour = system, line style = seed
+    # (the order of fairseq_smallcap's TABLE1_SIZES; importing the plugin here would also install
+    # its registrations and excepthook in this script, for four names the paper fixes)
     sizes = ("smallcap_very_small", "smallcap_small", "smallcap_medium", "smallcap_large")
     archs = sorted({r["arch"] for r in rows}, key=lambda a: (sizes.index(a) if a in sizes else len(sizes), a))
-    fig, axes = plt.subplots(1, max(len(archs), 1), figsize=(5.5 * max(len(archs), 1), 4.5), sharey=True,
-                             squeeze=False)
+    panels = max(len(archs), 1)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), sharey=True, squeeze=False)
     styles = ("-", "--", ":", "-.")
     for ax, arch in zip(axes[0], archs):
         for r in rows:
