@@ -144,9 +144,17 @@ def finetune(args, work, base, static, arch, seed, system, mass_ckpt, extra_flag
            log=out / "train.1.log")
     # the threads this run trained with (provenance()'s are those of the invocation that records it)
     result = {"finetune_wall_s": round(time.time() - start, 1), "valid_bleu": valid_curve(out),
-              "finetune_omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+              "finetune_omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "finetune_device": device_name(args)}
     done.write_text(json.dumps(result))
     return result
+
+
+def device_name(args):
+    """What a run trained on: "cpu", or the name of the CUDA device fairseq-train picked."""
+    if args.cpu:
+        return "cpu"
+    import torch  # (here only: a --cpu run needs no torch in this script)
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def valid_curve(out: Path):
