@@ -7,7 +7,9 @@
 # replaces --fp16 everywhere: DEVICE_FLAGS=--cpu runs the same steps on a CPU (a check of the script).
 set -euo pipefail
 DATA=${1:?usage: fp16_cuda_check.sh DATA OUT}; OUT=${2:?usage: fp16_cuda_check.sh DATA OUT}
+[ ! -e "$OUT/ckpt" ] || { echo "$OUT/ckpt exists (a run would resume from it): give a new OUT" >&2; exit 2; }
 mkdir -p "$OUT"
+trap 'echo "failed (exit $?): see the logs in $OUT" >&2' ERR
 read -r -a DEVICE <<< "${DEVICE_FLAGS:---fp16}"
 USER_DIR=$(cd "$(dirname "$0")/.." && pwd)/fairseq_smallcap
 FLAGS=(--user-dir "$USER_DIR" --task unsupervised_translation --arch smallcap_very_small "${DEVICE[@]}"
@@ -25,5 +27,5 @@ for pair in en-fr fr-en; do
     --post-process sentencepiece --scoring sacrebleu > "$OUT/generate.$pair.log" 2>&1
   grep -h "Translated\|BLEU" "$OUT/generate.$pair.log"
 done
-grep -h '| valid |' "$OUT/train.log" | grep -o '"valid_num_updates": "[0-9]*"\|"valid_bleu": "[0-9.]*"' | paste - - 
+grep -h '| valid |' "$OUT/train.log" | grep -o '"valid_num_updates": "[0-9]*"\|"valid_bleu": "[0-9.]*"' | paste - -
 echo "${DEVICE[*]}: trained, validated, resumed and generated (logs in $OUT)"
