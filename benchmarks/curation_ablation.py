@@ -150,7 +150,8 @@ def finetune(args, work, base, static, arch, seed, system, mass_ckpt, extra_flag
 
 
 def device_name(args):
-    """What a run trained on: "cpu", or the name of the CUDA device fairseq-train picked."""
+    """What a run trained on: "cpu", or the name of CUDA device 0 as this process sees it (the one
+    fairseq-train, started with the same environment, trains on by default)."""
     if args.cpu:
         return "cpu"
     import torch  # (here only: a --cpu run needs no torch in this script)

@@ -20,7 +20,7 @@ FLAGS=(--user-dir "$USER_DIR" --task unsupervised_translation --arch smallcap_ve
        --no-epoch-checkpoints)
 fairseq-train "$DATA" "${FLAGS[@]}" --max-update 60 > "$OUT/train.log" 2>&1
 fairseq-train "$DATA" "${FLAGS[@]}" --max-update 80 >> "$OUT/train.log" 2>&1  # resumes from update 60
-grep -q "Loaded checkpoint .*(epoch [0-9]* @ 60 updates)" "$OUT/train.log" || { echo "no resume from update 60: see $OUT/train.log"; exit 1; }
+grep -q "Loaded checkpoint .*(epoch [0-9]* @ 60 updates)" "$OUT/train.log" || { echo "no resume from update 60: see $OUT/train.log" >&2; exit 1; }
 for pair in en-fr fr-en; do
   fairseq-generate "$DATA" --user-dir "$USER_DIR" --task unsupervised_translation -s "${pair%-*}" -t "${pair#*-}" \
     --gen-subset test --path "$OUT/ckpt/checkpoint_last.pt" "${DEVICE[@]}" --beam 4 --batch-size 128 \
