@@ -38,10 +38,15 @@ import sys
 import time
 from pathlib import Path
 
+import scoring  # (benchmarks/scoring.py, beside this script)
+
 REPO = Path(__file__).resolve().parent.parent
 USER_DIR = REPO / "fairseq_smallcap"
 BIN = Path(sys.executable).parent
 SYSTEMS = ("baseline", "static", "bt_filter", "curriculum", "back_parallel", "all")
+# The recipe a run was trained with: the ledger keeps recipes apart. Records without one were made
+# before issue 20, whose MASS pretraining fed the decoder a misaligned input.
+LEGACY_RECIPE = "mass-misaligned"
 SCORES = "dual_xent,length_ratio,copy_rate,repeated_ngrams"
 
 
@@ -170,9 +175,10 @@ def valid_curve(out: Path):
 
 
 def test_bleu(args, work, data, arch, seed, system):
-    """sacreBLEU on test_2016_flickr both ways of ``WORK/arch/seedN/system/ckpt/checkpoint_best.pt``."""
+    """sacreBLEU on test_2016_flickr both ways of ``WORK/arch/seedN/system/ckpt/checkpoint_best.pt``,
+    and under ``test`` each direction's BLEU, chrF, signatures and diagnostics (:mod:`scoring`)."""
     out = work / arch / f"seed{seed}" / system
-    scores = {}
+    scores = {"test": {}}
     for src, tgt in (("en", "fr"), ("fr", "en")):
         log = out / f"generate.test.{src}-{tgt}.log"
         if not (log.exists() and "Translated " in log.read_text()):  # absent, or left by a failed run
@@ -190,7 +196,24 @@ def test_bleu(args, work, data, arch, seed, system):
         hyp_file.write_text("".join(h + "\n" for _, h in hyps))
         bleu = sh([BIN / "sacrebleu", data / "raw" / f"test.{tgt}", "-i", hyp_file, "-m", "bleu", "-b", "-w", "2"])
         scores[f"{src}-{tgt}"] = float(bleu.strip())
+        scores["test"][f"{src}-{tgt}"] = scoring.translation_scores(
+            [h for _, h in hyps], scoring.read_lines(data / "raw" / f"test.{tgt}"),
+            scoring.read_lines(data / "raw" / f"test.{src}"))
     return scores
+
+
+def paired_bootstrap_against_baseline(work, data, row):
+    """``sacrebleu --paired-bs`` of a run against the baseline of its size and seed, both ways,
+    when both runs' test hypotheses are in WORK (else None)."""
+    run_dir, base_dir = (work / row["arch"] / f"seed{row['seed']}" / name for name in (row["system"], "baseline"))
+    tests = {}
+    for pair in ("en-fr", "fr-en"):
+        hyp, base = run_dir / f"test.{pair}.hyp", base_dir / f"test.{pair}.hyp"
+        if not (hyp.exists() and base.exists()):
+            return None
+        refs = scoring.read_lines(data / "raw" / f"test.{pair.split('-')[1]}")
+        tests[pair] = scoring.paired_bootstrap(refs, scoring.read_lines(base), scoring.read_lines(hyp))
+    return tests
 
 
 def mass_pretrain(args, work, base, arch, seed):
@@ -213,21 +236,28 @@ def mass_wall_s(work, arch, seed):
     return json.loads(text)["mass_wall_s"] if text else None
 
 
+def recipe(run) -> str:
+    return run.get("recipe", LEGACY_RECIPE)
+
+
 def report(rows, work: Path):
-    print("\n| arch | seed | system | en→fr | fr→en | mean | Δ mean vs baseline | fine-tuning wall (min) |")
-    print("|---|---|---|---|---|---|---|---|")
-    baseline = {(r["arch"], r["seed"]): r["mean"] for r in rows if r["system"] == "baseline"}
+    print("\n| recipe | arch | seed | system | en→fr | fr→en | mean | Δ mean vs baseline | fine-tuning wall (min) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    baseline = {(recipe(r), r["arch"], r["seed"]): r["mean"] for r in rows if r["system"] == "baseline"}
     for r in rows:
-        delta = r["mean"] - baseline[(r["arch"], r["seed"])] if (r["arch"], r["seed"]) in baseline else float("nan")
-        print(f"| {r['arch']} | {r['seed']} | {r['system']} | {r['en-fr']:.2f} | {r['fr-en']:.2f} | "
+        key = (recipe(r), r["arch"], r["seed"])
+        delta = r["mean"] - baseline[key] if key in baseline else float("nan")
+        print(f"| {recipe(r)} | {r['arch']} | {r['seed']} | {r['system']} | {r['en-fr']:.2f} | {r['fr-en']:.2f} | "
               f"{r['mean']:.2f} | {delta:+.2f} | {r['finetune_wall_s'] / 60:.1f} |")
     groups = {}
     for r in rows:
-        groups.setdefault((r["arch"], r["system"]), []).append(r["mean"])
-    print("\n| arch | system | seeds | mean BLEU (both directions) |\n|---|---|---|---|")
-    for (arch, system), values in groups.items():
+        groups.setdefault((recipe(r), r["arch"], r["system"]), []).append(r["mean"])
+    print("\n| recipe | arch | system | seeds | mean BLEU (both directions) |\n|---|---|---|---|---|")
+    for (name, arch, system), values in groups.items():
         spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-        print(f"| {arch} | {system} | {len(values)} | {statistics.mean(values):.2f}{spread} |")
+        print(f"| {name} | {arch} | {system} | {len(values)} | {statistics.mean(values):.2f}{spread} |")
+    report_paired(rows)
+    report_diagnostics(rows)
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -243,12 +273,15 @@ def report(rows, work: Path):
     panels = max(len(archs), 1)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), sharey=True, squeeze=False)
     styles = ("-", "--", ":", "-.")
+    series = sorted({(recipe(r), r["system"]) for r in rows},
+                    key=lambda k: (k[0] != LEGACY_RECIPE, k[0], SYSTEMS.index(k[1])))
+    label = lambda r: r["system"] if recipe(r) == LEGACY_RECIPE else f"{recipe(r)}: {r['system']}"  # noqa: E731
     for ax, arch in zip(axes[0], archs):
         for r in rows:
             if r["arch"] == arch and r["valid_bleu"]:
                 x, y = zip(*r["valid_bleu"])
-                ax.plot(x, y, marker="o", markersize=3, color=f"C{SYSTEMS.index(r['system'])}",
-                        linestyle=styles[(r["seed"] - 1) % len(styles)], label=f"{r['system']} s{r['seed']}")
+                ax.plot(x, y, marker="o", markersize=3, color=f"C{series.index((recipe(r), r['system'])) % 10}",
+                        linestyle=styles[(r["seed"] - 1) % len(styles)], label=f"{label(r)} s{r['seed']}")
         ax.set_title(arch)
         ax.set_xlabel("fine-tuning updates (DAE + BT after MASS)")
         ax.grid(alpha=0.3)
@@ -257,6 +290,49 @@ def report(rows, work: Path):
     fig.tight_layout()
     fig.savefig(work / "valid_bleu.png", dpi=120)
     print(f"\nplot: {work / 'valid_bleu.png'}")
+
+
+def report_paired(rows):
+    """Paired by seed, the per-seed differences of the mean BLEU, their mean and 95% interval:
+    each system against its recipe's baseline of the same size, and each recipe's system against
+    the same system of the legacy recipe."""
+    def means(name, arch, system):
+        return {r["seed"]: r["mean"] for r in rows
+                if (recipe(r), r["arch"], r["system"]) == (name, arch, system)}
+
+    lines = []
+    for name, arch, system in dict.fromkeys((recipe(r), r["arch"], r["system"]) for r in rows):
+        comparisons = []
+        if system != "baseline":
+            comparisons.append((f"{name} baseline", means(name, arch, "baseline")))
+        if name != LEGACY_RECIPE:
+            comparisons.append((f"{LEGACY_RECIPE} {system}", means(LEGACY_RECIPE, arch, system)))
+        for against, reference in comparisons:
+            paired = scoring.paired_differences(reference, means(name, arch, system))
+            if paired["seeds"]:
+                lines.append(f"| {name} | {arch} | {system} | {against} | {scoring.format_paired(paired)} |")
+    if lines:
+        print("\n| recipe | arch | system | against | paired Δ mean BLEU, 95% interval |\n|---|---|---|---|---|")
+        print("\n".join(lines))
+
+
+def report_diagnostics(rows):
+    """chrF and the collapse/copy diagnostics of the runs that recorded them."""
+    scored = [r for r in rows if r.get("test")]
+    if not scored:
+        return
+    print("\n| recipe | arch | seed | system | chrF en→fr | chrF fr→en | distinct en→fr | distinct fr→en "
+          "| copied en→fr | copied fr→en | paired-bs p (BLEU) en→fr, fr→en vs baseline |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in scored:
+        t = r["test"]
+        pbs = r.get("paired_bs_vs_baseline")
+        p = ", ".join(f"{pbs[d]['bleu']['p_value']:.3f}" for d in ("en-fr", "fr-en")) if pbs else "–"
+        print(f"| {recipe(r)} | {r['arch']} | {r['seed']} | {r['system']} | {t['en-fr']['chrf']:.2f} | {t['fr-en']['chrf']:.2f} "
+              f"| {t['en-fr']['distinct']:.1%} | {t['fr-en']['distinct']:.1%} | {t['en-fr']['copied']:.1%} "
+              f"| {t['fr-en']['copied']:.1%} | {p} |")
+    signature = scored[-1]["test"]["en-fr"]
+    print(f"\nsignatures: BLEU {signature['bleu_signature']}; chrF {signature['chrf_signature']}")
 
 
 def add_run_args(parser, systems):
@@ -286,6 +362,9 @@ def main(argv=None):
     parser.add_argument("--seeds", default="1", help="comma-separated seeds")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: table and plot of the runs already finished in WORK (and in --results-log)")
+    parser.add_argument("--recipe", default="mass-fixed",
+                        help="name of the training recipe of WORK's runs, kept in their records: the "
+                             f"ledger keeps recipes apart (records from before issue 20: {LEGACY_RECIPE})")
     parser.add_argument("--results-log", default=None,
                         help="JSON-lines ledger of finished runs (e.g. benchmarks/results/curation_ablation.jsonl): "
                              "this invocation's runs are recorded in it, replacing earlier records of the same "
@@ -317,15 +396,21 @@ def finished_rows(args, work, base, static):
         if system not in SYSTEMS:
             continue  # (another benchmark's run sharing this WORK, e.g. kd_comparison's)
         bleu = test_bleu(args, work, system_data(system, base, static), arch, seed, system)
-        rows.append({"arch": arch, "seed": seed, "system": system, **bleu,
+        rows.append({"recipe": args.recipe, "arch": arch, "seed": seed, "system": system, **bleu,
                      "mean": (bleu["en-fr"] + bleu["fr-en"]) / 2, **json.loads(done.read_text())})
+    for row in rows:
+        if row["system"] != "baseline":
+            paired = paired_bootstrap_against_baseline(work, system_data(row["system"], base, static), row)
+            if paired:
+                row["paired_bs_vs_baseline"] = paired
     rows.sort(key=table_order)
     return rows
 
 
 def table_order(run):
-    """Runs in table order: by size, seed, then system as listed in SYSTEMS."""
-    return run["arch"], run["seed"], SYSTEMS.index(run["system"])
+    """Runs in table order: by size, seed, recipe (the legacy one first), then system as listed
+    in SYSTEMS."""
+    return run["arch"], run["seed"], recipe(run) != LEGACY_RECIPE, recipe(run), SYSTEMS.index(run["system"])
 
 
 def provenance():
@@ -354,7 +439,7 @@ def merge_into_ledger(ledger: Path, rows):
 
 
 def _merge_into_ledger(ledger: Path, rows):
-    key = lambda r: (r["arch"], r["seed"], r["system"])  # noqa: E731
+    key = lambda r: (recipe(r), r["arch"], r["seed"], r["system"])  # noqa: E731
     recorded = {}
     if ledger.exists():
         for number, line in enumerate(ledger.read_text().splitlines(), 1):

@@ -26,8 +26,24 @@ def test_ledger_keeps_other_runs_and_replaces_a_rerun(tmp_path, capsys):
     assert records == merged and all("commit" in r["recorded"] and "machine" in r["recorded"] for r in records)
     curation_ablation.report(merged, tmp_path)
     table = capsys.readouterr().out
-    assert "| smallcap_very_small | baseline | 2 | 5.50 ± 1.41 |" in table
-    assert "| smallcap_very_small | 1 | all | 5.00 | 5.00 | 5.00 | +0.50 |" in table
+    assert "| mass-misaligned | smallcap_very_small | baseline | 2 | 5.50 ± 1.41 |" in table
+    assert "| mass-misaligned | smallcap_very_small | 1 | all | 5.00 | 5.00 | 5.00 | +0.50 |" in table
+
+
+def test_recipes_are_kept_apart_and_compared_by_seed(tmp_path, capsys):
+    ledger = tmp_path / "ledger.jsonl"
+    old = [run(1, "baseline", 4.0, 5.0), run(2, "baseline", 2.0, 3.0)]  # no recipe: before issue 20
+    new = [{**run(1, "baseline", 6.0, 7.0), "recipe": "mass-fixed"}, {**run(2, "baseline", 5.0, 4.0), "recipe": "mass-fixed"}]
+    curation_ablation.merge_into_ledger(ledger, old)
+    merged = curation_ablation.merge_into_ledger(ledger, new)
+    assert len(merged) == 4
+    curation_ablation.report(merged, tmp_path)
+    table = capsys.readouterr().out
+    assert "| mass-fixed | smallcap_very_small | baseline | 2 | 5.50 ± 1.41 |" in table
+    assert "| mass-misaligned | smallcap_very_small | baseline | 2 | 3.50 ± 1.41 |" in table
+    # seed 1: 6.5 - 4.5 = +2, seed 2: 4.5 - 2.5 = +2: no spread, a zero-width interval
+    assert ("| mass-fixed | smallcap_very_small | baseline | mass-misaligned baseline | "
+            "+2.00 [+2.00, +2.00] (2 seeds: +2.00, +2.00) |") in table
 
 
 def test_unchanged_rerun_keeps_its_first_record(tmp_path):
