@@ -47,6 +47,25 @@ SYSTEMS = ("baseline", "static", "bt_filter", "curriculum", "back_parallel", "al
 # The recipe a run was trained with: the ledger keeps recipes apart. Records without one were made
 # before issue 20, whose MASS pretraining fed the decoder a misaligned input.
 LEGACY_RECIPE = "mass-misaligned"
+DEFAULT_RECIPE = "mass-fixed"  # what a run of the current code is called unless --recipe names it
+
+
+def run_recipe(args) -> str:
+    """The recipe name this invocation trains with (and writes into each stage's done file)."""
+    return args.recipe or DEFAULT_RECIPE
+
+
+def recorded_recipe(args, done: Path, record: dict) -> str:
+    """The recipe a finished stage was trained with: the one its done file records, else (a run
+    of a release before recipes were recorded) the one --recipe names, else an error."""
+    if record.get("recipe"):
+        if args.recipe and record["recipe"] != args.recipe:
+            sys.exit(f"{done}: trained with recipe {record['recipe']!r}, not --recipe {args.recipe!r}; "
+                     "use another --work")
+        return record["recipe"]
+    if not args.recipe:
+        sys.exit(f"{done}: no recorded recipe (a run of an older release): name it with --recipe")
+    return args.recipe
 SCORES = "dual_xent,length_ratio,copy_rate,repeated_ngrams"
 
 
@@ -148,7 +167,8 @@ def finetune(args, work, base, static, arch, seed, system, mass_ckpt, extra_flag
         sh([BIN / "fairseq-train", *flags, "--finetune-from-model", mass_ckpt, "--max-update", args.updates],
            log=out / "train.1.log")
     # the threads this run trained with (provenance()'s are those of the invocation that records it)
-    result = {"finetune_wall_s": round(time.time() - start, 1), "valid_bleu": valid_curve(out),
+    result = {"recipe": run_recipe(args), "finetune_wall_s": round(time.time() - start, 1),
+              "valid_bleu": valid_curve(out),
               "finetune_omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "finetune_device": device_name(args)}
     done.write_text(json.dumps(result))
     return result
@@ -220,13 +240,17 @@ def mass_pretrain(args, work, base, arch, seed):
     out = work / arch / f"seed{seed}" / "mass"
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint_last.pt"
-    if not (out / "done").exists():
+    if (out / "done").exists():
+        text = (out / "done").read_text().strip()
+        recorded_recipe(args, out / "done", json.loads(text) if text else {})  # refuse another recipe's
+    else:
         start = time.time()
         sh([BIN / "fairseq-train", base, *common_flags(args, arch, seed), "--save-dir", out,
             "--lambda-mass", "1", "--lambda-dae", "0", "--lambda-bt", "0", "--max-update", args.mass_updates,
             "--save-interval-updates", "200", "--keep-interval-updates", "1", "--disable-validation"],
            log=out.parent / "mass.log")
-        (out / "done").write_text(json.dumps({"mass_wall_s": round(time.time() - start, 1)}))
+        (out / "done").write_text(json.dumps({"mass_wall_s": round(time.time() - start, 1),
+                                              "recipe": run_recipe(args)}))
     return ckpt
 
 
@@ -345,6 +369,11 @@ def add_run_args(parser, systems):
     parser.add_argument("--max-tokens", type=int, default=2000)
     parser.add_argument("--cpu", action="store_true", help="train on CPU even where CUDA is available")
     parser.add_argument("--extra", default="", help="more fairseq-train flags for every run, e.g. '--fp16'")
+    parser.add_argument("--recipe", default=None,
+                        help=f"name of the training recipe (code and --extra flags; default {DEFAULT_RECIPE}), "
+                             "written into each stage's done file and the ledger, which keeps recipes "
+                             f"apart (records from before issue 20: {LEGACY_RECIPE}); a WORK trained with "
+                             "another recipe is refused")
 
 
 def parse_systems(parser, value, choices):
@@ -362,9 +391,6 @@ def main(argv=None):
     parser.add_argument("--seeds", default="1", help="comma-separated seeds")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: table and plot of the runs already finished in WORK (and in --results-log)")
-    parser.add_argument("--recipe", default="mass-fixed",
-                        help="name of the training recipe of WORK's runs, kept in their records: the "
-                             f"ledger keeps recipes apart (records from before issue 20: {LEGACY_RECIPE})")
     parser.add_argument("--results-log", default=None,
                         help="JSON-lines ledger of finished runs (e.g. benchmarks/results/curation_ablation.jsonl): "
                              "this invocation's runs are recorded in it, replacing earlier records of the same "
@@ -395,9 +421,11 @@ def finished_rows(args, work, base, static):
         system, seed, arch = done.parent.name, int(done.parent.parent.name[4:]), done.parent.parent.parent.name
         if system not in SYSTEMS:
             continue  # (another benchmark's run sharing this WORK, e.g. kd_comparison's)
+        record = json.loads(done.read_text())
+        record["recipe"] = recorded_recipe(args, done, record)
         bleu = test_bleu(args, work, system_data(system, base, static), arch, seed, system)
-        rows.append({"recipe": args.recipe, "arch": arch, "seed": seed, "system": system, **bleu,
-                     "mean": (bleu["en-fr"] + bleu["fr-en"]) / 2, **json.loads(done.read_text())})
+        rows.append({"arch": arch, "seed": seed, "system": system, **bleu,
+                     "mean": (bleu["en-fr"] + bleu["fr-en"]) / 2, **record})
     for row in rows:
         if row["system"] != "baseline":
             paired = paired_bootstrap_against_baseline(work, system_data(row["system"], base, static), row)

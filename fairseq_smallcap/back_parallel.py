@@ -45,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dest", required=True, help="output directory (--back-parallel-data)")
     parser.add_argument("--scores", default="dual_xent,length_ratio,copy_rate,repeated_ngrams",
                         help="comma-separated registered pair scores")
-    parser.add_argument("--weights", default="", help="weights of --scores (default 1 each)")
+    parser.add_argument("--weights", default="", help="weights of --scores (default 1 each), applied to "
+                        "each score standardised over the direction's pairs for the ranking")
     parser.add_argument("--keep", type=float, default=0.5, help="fraction of pairs kept per direction")
-    parser.add_argument("--max-score", type=float, default=None, help="also drop pairs scoring above this")
+    parser.add_argument("--max-score", type=float, default=None,
+                        help="also drop pairs whose raw weighted score sum is above this")
     parser.add_argument("--max-tokens", type=int, default=4000, help="tokens per translation batch")
     parser.add_argument("--max-sentences", type=int, default=None,
                         help="translate at most this many sentences per language (default: all)")
@@ -120,8 +122,9 @@ def make_round(args) -> dict:
                         f"({time.time() - start:.0f} s)")
         records = records[: args.max_sentences] if args.max_sentences is not None else records
         if records:  # one ranking over the whole corpus: scores standardised over all its pairs
-            combined = scorer.combine([torch.tensor([r[4][k] for r in records]) for k in range(len(scorer.names))])
-            records = [(*r[:3], float(c), r[4]) for r, c in zip(records, combined)]
+            columns = [torch.tensor([r[4][k] for r in records]) for k in range(len(scorer.names))]
+            ranking, raw = scorer.combine(columns), scorer.combine(columns, normalize=False)
+            records = [(*r[:3], float(c), r[4], float(w)) for r, c, w in zip(records, ranking, raw)]
         summary["directions"][f"{other}-{lang}"] = write_direction(args, d, indexed_dataset, other, lang,
                                                                     records, scorer.names)
     summary["seconds"] = round(time.time() - start, 1)
@@ -141,7 +144,7 @@ def write_direction(args, d, indexed_dataset, src, tgt, records, score_names):
     n_keep = max(1, round(args.keep * len(records))) if records else 0
     ranked = sorted(range(len(records)), key=lambda i: records[i][3])
     top = set(ranked[:n_keep])
-    kept = top if args.max_score is None else {i for i in top if records[i][3] <= args.max_score}
+    kept = top if args.max_score is None else {i for i in top if records[i][5] <= args.max_score}
     text = lambda tokens: d.string(tokens, "sentencepiece").replace("\t", " ")  # noqa: E731
     base = os.path.join(args.dest, f"train.{src}-{tgt}")
     builders = {lang: indexed_dataset.make_builder(f"{base}.{lang}.bin", impl="mmap", vocab_size=len(d))
@@ -149,7 +152,7 @@ def write_direction(args, d, indexed_dataset, src, tgt, records, score_names):
     reasons = {"kept": 0, "below keep fraction": 0, "above --max-score": 0}
     with open(os.path.join(args.dest, f"pairs.{src}-{tgt}.tsv"), "w", encoding="utf-8") as tsv:
         tsv.write("\t".join(["id", "decision", "combined", *score_names, f"{src} (model)", f"{tgt} (real)"]) + "\n")
-        for i, (sentence_id, translation, original, combined, scores) in enumerate(records):
+        for i, (sentence_id, translation, original, combined, scores, _raw) in enumerate(records):
             if i in kept:
                 decision = "kept"
                 builders[src].add_item(translation.to(torch.int32))

@@ -41,7 +41,7 @@ English is the first half of ``train.en`` (lines 1-14,500), French the second ha
 (after ``--max-train-lines``; for ``--multi30k`` the end of each language's half, so the split
 is kept) *before* the sentencepiece model is trained: they are never trained on, and serve the
 unsupervised model selection of Lample et al. 2018 (Sec. 4.4), round-trip BLEU x -> y -> x.
-Default (CLI): min(500, a tenth of the lines) per language; 0: none.
+Default: 0 (none), so that a data directory's training text does not change unless asked.
 """
 
 import argparse
@@ -78,7 +78,6 @@ SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 FAIRSEQ_SPECIAL_SYMBOLS = ("<s>", "<pad>", "</s>", "<unk>")
 FAIRSEQ_UNK = "<unk>"
 ENCODE_BATCH_LINES = 10_000
-DEFAULT_HELDOUT_MONO = 500  # the CLI default: at most this many, and at most a tenth of the lines
 HELDOUT_SPLIT = "valid_mono"  # raw/valid_mono.{lang}, tmp/valid_mono.{lang} -> {lang}/valid.bin
 MULTI30K_LANGS = ("en", "fr")
 MULTI30K_NAMES = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
@@ -298,14 +297,8 @@ def copy_parallel_sources(
     return all_stats
 
 
-def heldout_count(requested: Optional[int], lines: int, lang: str) -> int:
-    """How many of ``lines`` monolingual ``lang`` lines to hold out: ``requested`` exactly, or
-    for ``None`` (the CLI default) min(500, a tenth of the lines, at least 1)."""
-    if requested is None:
-        if lines < 2:
-            raise PrepareError(f"{lang}: {lines} monolingual line(s), too few to hold any out "
-                               "for round-trip validation; pass --heldout-mono 0")
-        return min(DEFAULT_HELDOUT_MONO, max(1, lines // 10))
+def heldout_count(requested: int, lines: int, lang: str) -> int:
+    """How many of ``lines`` monolingual ``lang`` lines to hold out: ``requested``, checked."""
     if requested < 0:
         raise PrepareError(f"--heldout-mono must be at least 0 (got {requested})")
     if requested and requested >= lines:
@@ -731,7 +724,7 @@ def prepare(
     keep_tmp: bool = False,
     mode: str = "generic",
     extra_summary: Optional[dict] = None,
-    heldout_mono: Optional[int] = 0,
+    heldout_mono: int = 0,
 ) -> dict:
     """Prepare ``dest`` for fairseq's online_backtranslation task; return the summary dict.
 
@@ -740,7 +733,7 @@ def prepare(
     languages (src, tgt) to line-aligned files. If ``dest/prepare.json`` records the same
     inputs and options and all outputs exist, nothing is done (unless ``force``).
     ``heldout_mono``: the last N monolingual lines of each language are held out of training
-    (``{lang}/valid.bin``, ``raw/valid_mono.{lang}``); None: min(500, a tenth of the lines).
+    (``{lang}/valid.bin``, ``raw/valid_mono.{lang}``).
     Raises :class:`PrepareError` for bad inputs or options.
     """
     langs = _normalize_langs(langs)
@@ -757,7 +750,7 @@ def prepare(
     if dest.exists() and not dest.is_dir():
         raise PrepareError(f"--dest {dest} exists and is not a directory")
 
-    if heldout_mono is not None and heldout_mono < 0:
+    if heldout_mono < 0:
         raise PrepareError(f"--heldout-mono must be at least 0 (got {heldout_mono})")
     fingerprint = _fingerprint(langs, mono_sources, parallel, spm_options, drop_empty, heldout_mono)
     outputs = expected_outputs(langs, "test" in parallel, drop_empty, heldout=heldout_mono != 0)
@@ -802,7 +795,7 @@ def prepare(
         "inputs": [s.to_json() for s in stats],
         "lines": lines,
         "heldout_mono": {
-            "requested": "auto" if heldout_mono is None else heldout_mono,
+            "requested": heldout_mono,
             "lines": heldout,
             "files": {lang: [f"{lang}/valid.bin", f"raw/{HELDOUT_SPLIT}.{lang}"] for lang in heldout},
         },
@@ -980,7 +973,7 @@ def binarize_all(
 
 
 def _fingerprint(langs, mono_sources, parallel, spm_options: SpmOptions, drop_empty: bool,
-                 heldout_mono: Optional[int] = 0) -> dict:
+                 heldout_mono: int = 0) -> dict:
     """What determines the outputs: the inputs (with hashes) and the options that matter."""
     inputs = []
     for lang in langs:
@@ -988,7 +981,7 @@ def _fingerprint(langs, mono_sources, parallel, spm_options: SpmOptions, drop_em
     for split, files in parallel.items():
         inputs += [_source_fingerprint(split, lang, s) for lang, s in files.items()]
     options = {"langs": list(langs), "drop_empty": drop_empty, "format_version": FORMAT_VERSION,
-               "heldout_mono": "auto" if heldout_mono is None else heldout_mono,
+               "heldout_mono": heldout_mono,
                **spm_options.fingerprint()}
     # round-trip through JSON so it compares equal to what prepare.json stores
     return json.loads(json.dumps({"inputs": inputs, "options": options}))
@@ -1160,14 +1153,13 @@ def build_parser() -> argparse.ArgumentParser:
     generic.add_argument("--test", metavar="LANG=PATH", type=_lang_path, action="append", default=[],
                          help="parallel test text (optional; if given, for both SRC and TGT)")
 
-    parser.add_argument("--heldout-mono", type=int, metavar="N", default=None,
+    parser.add_argument("--heldout-mono", type=int, metavar="N", default=0,
                         help="hold out the last N lines of each language's monolingual training "
                              "text (after --max-train-lines; for --multi30k from each language's "
                              "half) before sentencepiece training: never trained on, binarized as "
                              "DEST/{lang}/valid.bin/.idx and written to DEST/raw/valid_mono.{lang}, "
                              "for round-trip BLEU model selection (--eval-round-trip, Lample et al. "
-                             f"2018); default: min({DEFAULT_HELDOUT_MONO}, a tenth of the lines); "
-                             "0: none")
+                             "2018); 0 (the default): none, every line is trained on")
 
     m30k = parser.add_argument_group("Multi30k mode")
     m30k.add_argument("--multi30k", action="store_true",

@@ -103,10 +103,11 @@ def test_filter_threshold_and_weights():
     assert rows.tolist() == [0, 2]
     rows, _ = BackTranslationFilter(None, "test_given_order", "", "1", -10, **raw).select(pairs, 0)
     assert rows.tolist() == [0]  # never an empty batch
-    # normalised (the default), the threshold applies to the combined z-score: 1, 5, 2, 8 have
-    # mean 4 and std sqrt(7.5), so z = -1.10, 0.37, -0.73, 1.46
-    rows, _ = BackTranslationFilter(None, "test_given_order", "", "1", 0.0).select(pairs, 0)
+    # normalised (the default) the ranking uses z-scores, the threshold the raw weighted sum
+    rows, _ = BackTranslationFilter(None, "test_given_order", "", "1", 2.5).select(pairs, 0)
     assert rows.tolist() == [0, 2]
+    rows, _ = BackTranslationFilter(None, "test_given_order", "2", "1", 5.0).select(pairs, 0)
+    assert rows.tolist() == [0, 2]  # 2 x (1, 5, 2, 8) <= 5
 
 
 def test_scores_are_standardised_over_the_batch_before_weighting():

@@ -103,3 +103,14 @@ def test_resumed_stage_keeps_the_validation_curve_of_its_first_part(tmp_path):
     curation_ablation.sh([sys.executable, "-c", f"{validation(400, 2.5)}; {validation(600, 3.0)}"], log=log)
     assert log.read_text().count("==== ") == 2
     assert curation_ablation.valid_curve(tmp_path) == [(200, 1.5), (400, 2.5), (600, 3.0)]
+
+
+def test_a_stage_keeps_the_recipe_it_was_trained_with(tmp_path):
+    done = tmp_path / "finetune.done.json"
+    args = lambda recipe: type("Args", (), {"recipe": recipe})()  # noqa: E731
+    assert curation_ablation.recorded_recipe(args(None), done, {"recipe": "mass-fixed+emb"}) == "mass-fixed+emb"
+    assert curation_ablation.recorded_recipe(args("old"), done, {}) == "old"  # a run of an older release, named
+    with pytest.raises(SystemExit, match="no recorded recipe .* name it with --recipe"):
+        curation_ablation.recorded_recipe(args(None), done, {})
+    with pytest.raises(SystemExit, match="trained with recipe 'mass-fixed', not --recipe 'other'"):
+        curation_ablation.recorded_recipe(args("other"), done, {"recipe": "mass-fixed"})

@@ -5,7 +5,9 @@ The combined score of a pair is ``sum_i weight_i * z_i`` (lower is better), wher
 score i standardised over the batch (zero mean, unit variance; a score constant over the batch
 counts zero): the scores come in different units (cross-entropies in nats, rates in [0, 1]),
 and raw, the one with the widest range would decide alone whatever the weights say
-(``--no-bt-filter-normalize`` weights the raw scores, as releases before issue 20 did). Each batch
+(``--no-bt-filter-normalize`` ranks by the raw weighted sum, as releases before issue 20 did).
+The threshold ``--bt-filter-max-score`` applies to the raw weighted sum ``sum_i weight_i *
+score_i``, whose units do not depend on the batch. Each batch
 keeps the ``keep(update)`` fraction with the lowest combined scores — ``keep`` is a
 piecewise-linear schedule like the lambdas (``"0:1,2000:1,4000:0.7"``: no filtering while the
 model is still babbling, then a growing cut) — and, with a threshold, drops pairs scoring above
@@ -55,10 +57,11 @@ class BackTranslationFilter:
         columns = [score(pairs).detach().float().cpu() for score in self.scores]
         return columns, self.combine(columns)
 
-    def combine(self, columns: List[torch.Tensor]) -> torch.Tensor:
+    def combine(self, columns: List[torch.Tensor], normalize: Optional[bool] = None) -> torch.Tensor:
         """The weighted sum of score columns (one value per pair each), each standardised over
-        its pairs first unless ``normalize`` is off."""
-        ranked = [standardise(c) for c in columns] if self.normalize else columns
+        its pairs first if ``normalize`` (default: the filter's setting)."""
+        normalize = self.normalize if normalize is None else normalize
+        ranked = [standardise(c) for c in columns] if normalize else columns
         return sum(w * c for w, c in zip(self.weights, ranked))
 
     def select(self, pairs: BackTranslatedPairs, update_num: int) -> Tuple[torch.Tensor, Dict[str, float]]:
@@ -68,7 +71,8 @@ class BackTranslationFilter:
         n_keep = max(1, math.ceil(self.keep(update_num) * n - 1e-9))
         order = torch.argsort(combined, stable=True)[:n_keep]
         if self.max_score is not None:
-            below = order[combined[order] <= self.max_score]
+            raw = self.combine(columns, normalize=False)
+            below = order[raw[order] <= self.max_score]
             order = below if below.numel() else order[:1]
         direction = f"{pairs.source_lang}_{pairs.target_lang}"
         log = {f"bt_filter_pairs_{direction}": n, f"bt_filter_kept_{direction}": order.numel()}

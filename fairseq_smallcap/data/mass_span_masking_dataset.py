@@ -158,7 +158,9 @@ class MassSpanMaskingDataset(FairseqDataset):
         return self.dataset.num_tokens(index)
 
     def size(self, index):
-        return self.dataset.size(index)
+        source, target = self.dataset.size(index)
+        # the target carries the leading position of the language token (see the module docstring)
+        return (source, target if self.legacy_shift else target + 1)
 
     @property
     def sizes(self):

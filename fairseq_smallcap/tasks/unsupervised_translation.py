@@ -185,8 +185,11 @@ class UnsupervisedTranslationConfig(TranslationConfig):
     curriculum_refresh_batches: int = field(
         default=1000,
         metadata={"help": "curriculum: while the competence is below 1, an epoch holds at most "
-                  "this many batches of each objective (a random draw of the sentences in use), "
-                  "so the competence grows on corpora of any size (0: whole epochs)"},
+                  "about this many batches of each objective (a random draw of the sentences in "
+                  "use), so the competence grows on corpora of any size (0: whole epochs); each "
+                  "such epoch ends as any epoch does (validation, epoch checkpoint: prefer "
+                  "--validate-interval-updates, --save-interval-updates, --no-epoch-checkpoints), "
+                  "and a resumed epoch is drawn with the competence of the checkpoint's update"},
     )
     curation_plugins: str = field(
         default="", metadata={"help": "comma-separated modules (names or .py paths) that register "
@@ -475,6 +478,10 @@ class UnsupervisedTranslationTask(TranslationTask):
             datasets[f"{lang}-RT"] = self._lang_pair(PrependTokenDataset(mono, lang_idx), mono, lang)
             logger.info(f"{lang}: {len(mono)} held-out monolingual sentences from {prefix} "
                         "for round-trip BLEU")
+        if not has_parallel and datasets:
+            logger.warning(f"no parallel {split} data: the validation loss is logged as 0; select "
+                           "checkpoints with --best-checkpoint-metric round_trip_bleu "
+                           "--maximize-best-checkpoint-metric")
         if not any(key.endswith("-RT") for key in datasets):
             if not has_parallel:
                 raise UnsupervisedTranslationError(
@@ -902,13 +909,20 @@ class _EpochRoundRobinZipDatasets(RoundRobinZipDatasets):
             for key, cdf in self.difficulty_cdf.items():
                 indices = self._ordered_indices[key]
                 easy = indices[cdf[indices] <= self.competence + 1e-9]
-                easy = easy if len(easy) else indices[np.argsort(cdf[indices])[:1]]
-                self._ordered_indices[key] = self._capped(key, easy)
+                self._ordered_indices[key] = easy if len(easy) else indices[np.argsort(cdf[indices])[:1]]
+            # one cap for every objective (the tightest), so that the zipped epoch's length,
+            # fixed by the longest dataset, leaves no drawn sentence unused
+            limits = [self._limit(key) for key in self.difficulty_cdf]
+            if limits and min(limits) < float("inf"):
+                for key in self.difficulty_cdf:
+                    self._ordered_indices[key] = self._draw(key, int(min(limits)))
         return np.arange(len(self))
 
-    def _capped(self, key: str, indices: np.ndarray) -> np.ndarray:
+    def _limit(self, key: str) -> float:
+        """About ``max_batches`` batches of ``key``'s sentences in use (inf: no cap)."""
         if not getattr(self, "max_batches", 0) or not (self.max_tokens or self.max_sentences):
-            return indices
+            return float("inf")
+        indices = self._ordered_indices[key]
         per_batch = float("inf")
         if self.max_tokens:
             probe = indices[:: max(1, len(indices) // 1000)]
@@ -916,7 +930,10 @@ class _EpochRoundRobinZipDatasets(RoundRobinZipDatasets):
             per_batch = max(1.0, self.max_tokens / max(mean_tokens, 1.0))
         if self.max_sentences:
             per_batch = min(per_batch, self.max_sentences)
-        limit = int(self.max_batches * per_batch)
+        return max(1, int(self.max_batches * per_batch))
+
+    def _draw(self, key: str, limit: int) -> np.ndarray:
+        indices = self._ordered_indices[key]
         if len(indices) <= limit:
             return indices
         with data_utils.numpy_seed(self.seed, self.epoch_drawn, zlib.crc32(key.encode())):
