@@ -103,6 +103,7 @@ def format_paired(p: Dict) -> str:
     """``+1.23 [−0.40, +2.86] (3 seeds: +0.9, +2.1, +0.7)``."""
     if p["mean"] is None:
         return "no common seed"
-    ci = f" [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]" if p["ci95"] else " (one seed: no interval)"
+    if not p["ci95"]:
+        return f"{p['mean']:+.2f} (seed {p['seeds'][0]} only: no interval)"
     per_seed = ", ".join(f"{d:+.2f}" for d in p["differences"])
-    return f"{p['mean']:+.2f}{ci} ({len(p['seeds'])} seeds: {per_seed})"
+    return f"{p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] ({len(p['seeds'])} seeds: {per_seed})"

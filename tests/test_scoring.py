@@ -37,7 +37,8 @@ def test_paired_differences_against_a_hand_computed_interval():
     # mean 2, sd 1, t(0.975, 2) = 4.3027: 2 ± 4.3027 / sqrt(3) = 2 ± 2.484
     assert p["mean"] == 2.0 and p["ci95"] == [-0.48, 4.48]
     assert p["baseline"] == {"n": 3, "mean": 4.0, "std": 1.0}
-    assert scoring.paired_differences({1: 1.0}, {1: 2.5})["ci95"] is None
+    one = scoring.paired_differences({1: 1.0}, {1: 2.5})
+    assert one["ci95"] is None and scoring.format_paired(one) == "+1.50 (seed 1 only: no interval)"
     assert "+2.00 [-0.48, +4.48] (3 seeds: +1.00, +2.00, +3.00)" == scoring.format_paired(p)
 
 
