@@ -10,9 +10,10 @@ FAIRSEQ_NEEDS := torch==2.13.0 "numpy>=1.21.3" cython cffi "hydra-core==1.3.2" "
                  regex "sacrebleu>=2.0" tqdm bitarray packaging scikit-learn setuptools wheel
 # Curation: OpusFilter (its filters), py3langid (language id; OpusFilter 3.3.1 calls
 # LanguageIdentifier.from_pickled_model, gone in py3langid 0.4), xxhash (dedup hashes);
-# the WMT14 recipe: Moses tokenizer and subword-nmt; benchmark plots: matplotlib.
+# the WMT14 recipe: Moses tokenizer and subword-nmt; benchmark plots: matplotlib;
+# smallcap-embeddings (--init-embeddings): gensim.
 PLUGIN_NEEDS  := sentencepiece pytest opusfilter==3.3.1 py3langid==0.3.0 xxhash \
-                 opus-fast-mosestokenizer subword-nmt matplotlib
+                 opus-fast-mosestokenizer subword-nmt matplotlib gensim==4.4.0
 
 .PHONY: install test demo param-table clean-venv
 

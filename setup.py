@@ -11,6 +11,8 @@ setup(
     # fairseq-fixed is installed by `make install` (it needs --no-build-isolation --no-deps).
     install_requires=["sentencepiece", "sacrebleu>=2.0", "numpy", "opusfilter==3.3.1", "py3langid==0.3.0",
                       "xxhash", "regex"],
+    # smallcap-embeddings (skip-gram subword embeddings for --init-embeddings) needs gensim.
+    extras_require={"embeddings": ["gensim>=4.3"]},
     entry_points={
         "console_scripts": [
             "smallcap-prepare = fairseq_smallcap.prepare:cli_main",
@@ -21,6 +23,7 @@ setup(
             "smallcap-teacher-topk = fairseq_smallcap.distillation.teacher_topk:cli_main",
             "smallcap-seqkd = fairseq_smallcap.distillation.sequence_kd:cli_main",
             "smallcap-cut-layers = fairseq_smallcap.distillation.cut_layers:cli_main",
+            "smallcap-embeddings = fairseq_smallcap.embeddings:cli_main",
         ]
     },
 )

@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+import scoring  # (benchmarks/scoring.py, beside this script)
+
 REPO = Path(__file__).resolve().parent.parent
 USER_DIR = REPO / "fairseq_smallcap"
 BIN = Path(sys.executable).parent
@@ -170,9 +172,10 @@ def valid_curve(out: Path):
 
 
 def test_bleu(args, work, data, arch, seed, system):
-    """sacreBLEU on test_2016_flickr both ways of ``WORK/arch/seedN/system/ckpt/checkpoint_best.pt``."""
+    """sacreBLEU on test_2016_flickr both ways of ``WORK/arch/seedN/system/ckpt/checkpoint_best.pt``,
+    and under ``test`` each direction's BLEU, chrF, signatures and diagnostics (:mod:`scoring`)."""
     out = work / arch / f"seed{seed}" / system
-    scores = {}
+    scores = {"test": {}}
     for src, tgt in (("en", "fr"), ("fr", "en")):
         log = out / f"generate.test.{src}-{tgt}.log"
         if not (log.exists() and "Translated " in log.read_text()):  # absent, or left by a failed run
@@ -190,7 +193,24 @@ def test_bleu(args, work, data, arch, seed, system):
         hyp_file.write_text("".join(h + "\n" for _, h in hyps))
         bleu = sh([BIN / "sacrebleu", data / "raw" / f"test.{tgt}", "-i", hyp_file, "-m", "bleu", "-b", "-w", "2"])
         scores[f"{src}-{tgt}"] = float(bleu.strip())
+        scores["test"][f"{src}-{tgt}"] = scoring.translation_scores(
+            [h for _, h in hyps], scoring.read_lines(data / "raw" / f"test.{tgt}"),
+            scoring.read_lines(data / "raw" / f"test.{src}"))
     return scores
+
+
+def paired_bootstrap_against_baseline(work, data, row):
+    """``sacrebleu --paired-bs`` of a run against the baseline of its size and seed, both ways,
+    when both runs' test hypotheses are in WORK (else None)."""
+    run_dir, base_dir = (work / row["arch"] / f"seed{row['seed']}" / name for name in (row["system"], "baseline"))
+    tests = {}
+    for pair in ("en-fr", "fr-en"):
+        hyp, base = run_dir / f"test.{pair}.hyp", base_dir / f"test.{pair}.hyp"
+        if not (hyp.exists() and base.exists()):
+            return None
+        refs = scoring.read_lines(data / "raw" / f"test.{pair.split('-')[1]}")
+        tests[pair] = scoring.paired_bootstrap(refs, scoring.read_lines(base), scoring.read_lines(hyp))
+    return tests
 
 
 def mass_pretrain(args, work, base, arch, seed):
@@ -228,6 +248,8 @@ def report(rows, work: Path):
     for (arch, system), values in groups.items():
         spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
         print(f"| {arch} | {system} | {len(values)} | {statistics.mean(values):.2f}{spread} |")
+    report_paired(rows)
+    report_diagnostics(rows)
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -257,6 +279,41 @@ def report(rows, work: Path):
     fig.tight_layout()
     fig.savefig(work / "valid_bleu.png", dpi=120)
     print(f"\nplot: {work / 'valid_bleu.png'}")
+
+
+def report_paired(rows):
+    """Each system against the baseline of the same size and seed: the per-seed differences of
+    the mean BLEU, their mean and 95% interval."""
+    lines = []
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        baseline = {r["seed"]: r["mean"] for r in rows if r["arch"] == arch and r["system"] == "baseline"}
+        for system in dict.fromkeys(r["system"] for r in rows if r["arch"] == arch and r["system"] != "baseline"):
+            runs = {r["seed"]: r["mean"] for r in rows if r["arch"] == arch and r["system"] == system}
+            paired = scoring.paired_differences(baseline, runs)
+            if paired["seeds"]:
+                lines.append(f"| {arch} | {system} | {scoring.format_paired(paired)} |")
+    if lines:
+        print("\n| arch | system | paired Δ mean BLEU vs baseline, 95% interval |\n|---|---|---|")
+        print("\n".join(lines))
+
+
+def report_diagnostics(rows):
+    """chrF and the collapse/copy diagnostics of the runs that recorded them."""
+    scored = [r for r in rows if r.get("test")]
+    if not scored:
+        return
+    print("\n| arch | seed | system | chrF en→fr | chrF fr→en | distinct en→fr | distinct fr→en "
+          "| copied en→fr | copied fr→en | paired-bs p (BLEU) en→fr, fr→en |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in scored:
+        t = r["test"]
+        pbs = r.get("paired_bs_vs_baseline")
+        p = ", ".join(f"{pbs[d]['bleu']['p_value']:.3f}" for d in ("en-fr", "fr-en")) if pbs else "–"
+        print(f"| {r['arch']} | {r['seed']} | {r['system']} | {t['en-fr']['chrf']:.2f} | {t['fr-en']['chrf']:.2f} "
+              f"| {t['en-fr']['distinct']:.1%} | {t['fr-en']['distinct']:.1%} | {t['en-fr']['copied']:.1%} "
+              f"| {t['fr-en']['copied']:.1%} | {p} |")
+    signature = scored[-1]["test"]["en-fr"]
+    print(f"\nsignatures: BLEU {signature['bleu_signature']}; chrF {signature['chrf_signature']}")
 
 
 def add_run_args(parser, systems):
@@ -319,6 +376,11 @@ def finished_rows(args, work, base, static):
         bleu = test_bleu(args, work, system_data(system, base, static), arch, seed, system)
         rows.append({"arch": arch, "seed": seed, "system": system, **bleu,
                      "mean": (bleu["en-fr"] + bleu["fr-en"]) / 2, **json.loads(done.read_text())})
+    for row in rows:
+        if row["system"] != "baseline":
+            paired = paired_bootstrap_against_baseline(work, system_data(row["system"], base, static), row)
+            if paired:
+                row["paired_bs_vs_baseline"] = paired
     rows.sort(key=table_order)
     return rows
 

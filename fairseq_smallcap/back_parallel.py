@@ -119,6 +119,9 @@ def make_round(args) -> dict:
             logger.info(f"translating {lang} into {other}: {len(records)}/{len(mono)} sentences "
                         f"({time.time() - start:.0f} s)")
         records = records[: args.max_sentences] if args.max_sentences is not None else records
+        if records:  # one ranking over the whole corpus: scores standardised over all its pairs
+            combined = scorer.combine([torch.tensor([r[4][k] for r in records]) for k in range(len(scorer.names))])
+            records = [(*r[:3], float(c), r[4]) for r, c in zip(records, combined)]
         summary["directions"][f"{other}-{lang}"] = write_direction(args, d, indexed_dataset, other, lang,
                                                                     records, scorer.names)
     summary["seconds"] = round(time.time() - start, 1)

@@ -17,6 +17,9 @@ The layout written under ``DEST`` (src, tgt = the first two languages, e.g. en, 
     spm.model, spm.vocab                  the joint sentencepiece model
     {lang}/train.bin, {lang}/train.idx    monolingual training data, one directory per language
     {lang}/dict.txt, {lang}/preprocess.log   written there by fairseq-preprocess
+    {lang}/valid.bin, {lang}/valid.idx    held-out monolingual sentences (--heldout-mono), never
+                                          trained on: round-trip BLEU model selection
+                                          (``--eval-round-trip``, Lample et al. 2018, Sec. 4.4)
     valid.{src}-{tgt}.{src|tgt}.bin/.idx  parallel validation data
     test.{src}-{tgt}.{src|tgt}.bin/.idx   parallel test data (when test files are given)
     dict.{src}.txt, dict.{tgt}.txt        copies of dict.txt written by fairseq-preprocess (they
@@ -24,6 +27,7 @@ The layout written under ``DEST`` (src, tgt = the first two languages, e.g. en, 
     preprocess.log                        fairseq-preprocess log of the parallel data
     raw/train.{lang}                      the raw monolingual training text that was used
     raw/valid.{lang}, raw/test.{lang}     the raw valid/test text (sacreBLEU references)
+    raw/valid_mono.{lang}                 the raw held-out monolingual text
     rejects.tsv                           with --drop-empty: file<TAB>line<TAB>reason per dropped line
     prepare.json                          summary: inputs, line counts, vocabulary, options
     tmp/                                  the encoded (piece) text; deleted unless --keep-tmp
@@ -32,6 +36,12 @@ The layout written under ``DEST`` (src, tgt = the first two languages, e.g. en, 
 Translation Using Monolingual Corpora Only", ICLR 2018) to the Multi30k training data:
 English is the first half of ``train.en`` (lines 1-14,500), French the second half of
 ``train.fr`` (lines 14,501-29,000), so the model never sees an aligned training pair.
+
+``--heldout-mono N`` sets aside the last N lines of each language's monolingual training text
+(after ``--max-train-lines``; for ``--multi30k`` the end of each language's half, so the split
+is kept) *before* the sentencepiece model is trained: they are never trained on, and serve the
+unsupervised model selection of Lample et al. 2018 (Sec. 4.4), round-trip BLEU x -> y -> x.
+Default (CLI): min(500, a tenth of the lines) per language; 0: none.
 """
 
 import argparse
@@ -68,6 +78,8 @@ SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 FAIRSEQ_SPECIAL_SYMBOLS = ("<s>", "<pad>", "</s>", "<unk>")
 FAIRSEQ_UNK = "<unk>"
 ENCODE_BATCH_LINES = 10_000
+DEFAULT_HELDOUT_MONO = 500  # the CLI default: at most this many, and at most a tenth of the lines
+HELDOUT_SPLIT = "valid_mono"  # raw/valid_mono.{lang}, tmp/valid_mono.{lang} -> {lang}/valid.bin
 MULTI30K_LANGS = ("en", "fr")
 MULTI30K_NAMES = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
 _WHITESPACE = re.compile(r"\s+")  # what fairseq's tokenize_line splits on
@@ -284,6 +296,37 @@ def copy_parallel_sources(
         )
     logger.info(f"[{pair[0]}-{pair[1]}] {split}: {a.lines_read} sentence pairs")
     return all_stats
+
+
+def heldout_count(requested: Optional[int], lines: int, lang: str) -> int:
+    """How many of ``lines`` monolingual ``lang`` lines to hold out: ``requested`` exactly, or
+    for ``None`` (the CLI default) min(500, a tenth of the lines, at least 1)."""
+    if requested is None:
+        if lines < 2:
+            raise PrepareError(f"{lang}: {lines} monolingual line(s), too few to hold any out "
+                               "for round-trip validation; pass --heldout-mono 0")
+        return min(DEFAULT_HELDOUT_MONO, max(1, lines // 10))
+    if requested < 0:
+        raise PrepareError(f"--heldout-mono must be at least 0 (got {requested})")
+    if requested and requested >= lines:
+        raise PrepareError(f"--heldout-mono {requested} leaves no training lines for {lang!r} "
+                           f"({lines} monolingual lines); pass a smaller --heldout-mono")
+    return requested
+
+
+def hold_out_mono(raw_dir: Path, lang: str, lines: int, count: int) -> None:
+    """Move the last ``count`` of the ``lines`` lines of ``raw_dir/train.{lang}`` to
+    ``raw_dir/valid_mono.{lang}`` (streamed; the train file is rewritten without them)."""
+    train, heldout = raw_dir / f"train.{lang}", raw_dir / f"{HELDOUT_SPLIT}.{lang}"
+    tmp = raw_dir / f"train.{lang}.tmp"
+    keep = lines - count
+    with open(tmp, "w", encoding="utf-8", newline="\n") as out_train, \
+            open(heldout, "w", encoding="utf-8", newline="\n") as out_heldout:
+        for i, text in enumerate(_iter_text_file(train)):
+            (out_train if i < keep else out_heldout).write(text + "\n")
+    os.replace(tmp, train)
+    logger.info(f"[{lang}] held out the last {count} of {lines} monolingual lines "
+                f"({raw_dir / f'{HELDOUT_SPLIT}.{lang}'}); {keep} left for training")
 
 
 # --------------------------------------------------------------------------------------
@@ -522,13 +565,16 @@ def _source_fingerprint(split: str, lang: str, source: TextSource) -> dict:
     }
 
 
-def expected_outputs(langs: Sequence[str], has_test: bool, drop_empty: bool) -> List[str]:
+def expected_outputs(langs: Sequence[str], has_test: bool, drop_empty: bool,
+                     heldout: bool = False) -> List[str]:
     """Relative paths of the files a run writes (tmp/ excluded)."""
     src, tgt = langs[0], langs[1]
     out = ["dict.txt", "spm.model", "spm.vocab", "preprocess.log", f"dict.{src}.txt", f"dict.{tgt}.txt"]
     for lang in langs:
         out += [f"{lang}/train.bin", f"{lang}/train.idx", f"{lang}/dict.txt", f"{lang}/preprocess.log"]
         out.append(f"raw/train.{lang}")
+        if heldout:
+            out += [f"{lang}/valid.bin", f"{lang}/valid.idx", f"raw/{HELDOUT_SPLIT}.{lang}"]
     for split in ["valid"] + (["test"] if has_test else []):
         for lang in (src, tgt):
             out += [f"{split}.{src}-{tgt}.{lang}.bin", f"{split}.{src}-{tgt}.{lang}.idx"]
@@ -562,7 +608,7 @@ def _remove_outputs(dest: Path, relpaths: Iterable[str], tmp_files: Iterable[str
 
 
 def _tmp_names(langs: Sequence[str]) -> List[str]:
-    return [f"{split}.{lang}" for split in ("train", "valid", "test") for lang in langs]
+    return [f"{split}.{lang}" for split in ("train", "valid", "test", HELDOUT_SPLIT) for lang in langs]
 
 
 # --------------------------------------------------------------------------------------
@@ -685,6 +731,7 @@ def prepare(
     keep_tmp: bool = False,
     mode: str = "generic",
     extra_summary: Optional[dict] = None,
+    heldout_mono: Optional[int] = 0,
 ) -> dict:
     """Prepare ``dest`` for fairseq's online_backtranslation task; return the summary dict.
 
@@ -692,6 +739,8 @@ def prepare(
     :class:`TextSource`), concatenated in order; ``valid`` and ``test`` map the first two
     languages (src, tgt) to line-aligned files. If ``dest/prepare.json`` records the same
     inputs and options and all outputs exist, nothing is done (unless ``force``).
+    ``heldout_mono``: the last N monolingual lines of each language are held out of training
+    (``{lang}/valid.bin``, ``raw/valid_mono.{lang}``); None: min(500, a tenth of the lines).
     Raises :class:`PrepareError` for bad inputs or options.
     """
     langs = _normalize_langs(langs)
@@ -708,8 +757,10 @@ def prepare(
     if dest.exists() and not dest.is_dir():
         raise PrepareError(f"--dest {dest} exists and is not a directory")
 
-    fingerprint = _fingerprint(langs, mono_sources, parallel, spm_options, drop_empty)
-    outputs = expected_outputs(langs, "test" in parallel, drop_empty)
+    if heldout_mono is not None and heldout_mono < 0:
+        raise PrepareError(f"--heldout-mono must be at least 0 (got {heldout_mono})")
+    fingerprint = _fingerprint(langs, mono_sources, parallel, spm_options, drop_empty, heldout_mono)
+    outputs = expected_outputs(langs, "test" in parallel, drop_empty, heldout=heldout_mono != 0)
     previous = _previous_if_up_to_date(dest, fingerprint, outputs, force)
     if previous is not None:
         return previous
@@ -719,9 +770,20 @@ def prepare(
     for d in [dest, dest / "raw", dest / "tmp"] + [dest / lang for lang in langs]:
         d.mkdir(parents=True, exist_ok=True)
     stats = read_inputs(dest, langs, mono_sources, parallel, drop_empty)
+    lines = _line_counts(stats)
+    heldout: Dict[str, int] = {}
+    if heldout_mono != 0:  # before sentencepiece training: the held-out lines are never seen
+        for lang in langs:
+            kept = lines["train"][lang]["lines_kept"]
+            heldout[lang] = heldout_count(heldout_mono, kept, lang)
+            hold_out_mono(dest / "raw", lang, kept, heldout[lang])
+            lines["train"][lang]["lines_kept"] = kept - heldout[lang]
+            lines["train"][lang]["heldout_mono"] = heldout[lang]
+            lines.setdefault(HELDOUT_SPLIT, {})[lang] = {
+                "lines_read": heldout[lang], "lines_kept": heldout[lang], "empty_dropped": 0}
     sp = make_sentencepiece(dest, langs, spm_options)
-    piece_ids, encoded = encode_all(sp, dest, langs, list(parallel))
-    binarized = binarize_all(dest, langs, list(parallel), encoded, workers)
+    piece_ids, encoded = encode_all(sp, dest, langs, list(parallel), heldout_langs=list(heldout))
+    binarized = binarize_all(dest, langs, list(parallel), encoded, workers, heldout_langs=list(heldout))
     if not keep_tmp:
         _remove_outputs(dest, [], _tmp_names(langs))
 
@@ -738,7 +800,12 @@ def prepare(
         "seconds": round(time.time() - started, 1),
         "fingerprint": fingerprint,
         "inputs": [s.to_json() for s in stats],
-        "lines": _line_counts(stats),
+        "lines": lines,
+        "heldout_mono": {
+            "requested": "auto" if heldout_mono is None else heldout_mono,
+            "lines": heldout,
+            "files": {lang: [f"{lang}/valid.bin", f"raw/{HELDOUT_SPLIT}.{lang}"] for lang in heldout},
+        },
         "empty_lines_dropped": dropped,
         "vocab": {
             "sentencepiece_pieces": sp.get_piece_size(),
@@ -837,7 +904,8 @@ def make_sentencepiece(dest: Path, langs: Sequence[str], options: SpmOptions):
     return load_spm(dest / "spm.model")
 
 
-def encode_all(sp, dest: Path, langs: Sequence[str], splits: Sequence[str]):
+def encode_all(sp, dest: Path, langs: Sequence[str], splits: Sequence[str],
+               heldout_langs: Sequence[str] = ()):
     """Step 3: encode all raw text into ``dest/tmp/`` and write ``dest/dict.txt``.
 
     Returns the spm ids in dict.txt and ``{(split, lang): EncodedFile}``.
@@ -848,6 +916,7 @@ def encode_all(sp, dest: Path, langs: Sequence[str], splits: Sequence[str]):
     counts = np.zeros(sp.get_piece_size(), dtype=np.int64)
     jobs = [("train", lang, counts) for lang in langs]
     jobs += [(split, lang, None) for split in splits for lang in (src, tgt)]
+    jobs += [(HELDOUT_SPLIT, lang, None) for lang in heldout_langs]
     encoded: Dict[Tuple[str, str], EncodedFile] = {}
     for split, lang, count_into in jobs:
         name = f"{split}.{lang}"
@@ -868,10 +937,12 @@ def binarize_all(
     splits: Sequence[str],
     encoded: Mapping[Tuple[str, str], EncodedFile],
     workers: int,
+    heldout_langs: Sequence[str] = (),
 ) -> dict:
     """Step 4: binarize with fairseq-preprocess, then check every .idx against the input lines.
 
-    Monolingual data: one ``--only-source`` run per language into ``dest/{lang}/``.
+    Monolingual data: one ``--only-source`` run per language into ``dest/{lang}/`` (with the
+    held-out sentences of ``heldout_langs`` as its ``valid`` split).
     Parallel data: one ``-s SRC -t TGT`` run with --validpref/--testpref only; no --trainpref
     is needed because both dictionaries are given (--srcdict and --tgtdict = dict.txt).
     """
@@ -880,13 +951,19 @@ def binarize_all(
     common = ["--dataset-impl", "mmap", "--workers", str(workers)]
     binarized = {}
     for lang in langs:
+        heldout_args = (["--validpref", str(tmp_dir / f"{HELDOUT_SPLIT}.{lang}")]
+                        if lang in heldout_langs else [])
         run_fairseq_preprocess(
-            ["--only-source", "--trainpref", str(tmp_dir / f"train.{lang}"),
+            ["--only-source", "--trainpref", str(tmp_dir / f"train.{lang}"), *heldout_args,
              "--destdir", str(dest / lang), "--srcdict", dict_txt, *common],
-            f"{lang} monolingual training data",
+            f"{lang} monolingual training data" + (" and held-out sentences" if heldout_args else ""),
         )
         binarized[f"{lang}/train"] = verify_binarized(
             dest / lang / "train", encoded["train", lang], dest / "raw" / f"train.{lang}")
+        if heldout_args:
+            binarized[f"{lang}/valid"] = verify_binarized(
+                dest / lang / "valid", encoded[HELDOUT_SPLIT, lang],
+                dest / "raw" / f"{HELDOUT_SPLIT}.{lang}")
     args = ["-s", src, "-t", tgt, "--destdir", str(dest), "--srcdict", dict_txt, "--tgtdict", dict_txt]
     for split in splits:
         args += [f"--{split}pref", str(tmp_dir / split)]
@@ -902,7 +979,8 @@ def binarize_all(
     return binarized
 
 
-def _fingerprint(langs, mono_sources, parallel, spm_options: SpmOptions, drop_empty: bool) -> dict:
+def _fingerprint(langs, mono_sources, parallel, spm_options: SpmOptions, drop_empty: bool,
+                 heldout_mono: Optional[int] = 0) -> dict:
     """What determines the outputs: the inputs (with hashes) and the options that matter."""
     inputs = []
     for lang in langs:
@@ -910,6 +988,7 @@ def _fingerprint(langs, mono_sources, parallel, spm_options: SpmOptions, drop_em
     for split, files in parallel.items():
         inputs += [_source_fingerprint(split, lang, s) for lang, s in files.items()]
     options = {"langs": list(langs), "drop_empty": drop_empty, "format_version": FORMAT_VERSION,
+               "heldout_mono": "auto" if heldout_mono is None else heldout_mono,
                **spm_options.fingerprint()}
     # round-trip through JSON so it compares equal to what prepare.json stores
     return json.loads(json.dumps({"inputs": inputs, "options": options}))
@@ -1081,6 +1160,15 @@ def build_parser() -> argparse.ArgumentParser:
     generic.add_argument("--test", metavar="LANG=PATH", type=_lang_path, action="append", default=[],
                          help="parallel test text (optional; if given, for both SRC and TGT)")
 
+    parser.add_argument("--heldout-mono", type=int, metavar="N", default=None,
+                        help="hold out the last N lines of each language's monolingual training "
+                             "text (after --max-train-lines; for --multi30k from each language's "
+                             "half) before sentencepiece training: never trained on, binarized as "
+                             "DEST/{lang}/valid.bin/.idx and written to DEST/raw/valid_mono.{lang}, "
+                             "for round-trip BLEU model selection (--eval-round-trip, Lample et al. "
+                             f"2018); default: min({DEFAULT_HELDOUT_MONO}, a tenth of the lines); "
+                             "0: none")
+
     m30k = parser.add_argument_group("Multi30k mode")
     m30k.add_argument("--multi30k", action="store_true",
                       help="prepare Multi30k en-fr with the unsupervised split of Lample et al. "
@@ -1156,6 +1244,7 @@ def run_from_args(args: argparse.Namespace) -> dict:
         spm_input_sentence_size=args.spm_input_sentence_size, spm_model=args.spm_model,
         spm_threads=args.spm_threads, soft_vocab_limit=args.soft_vocab_limit, seed=args.seed,
         workers=args.workers, drop_empty=args.drop_empty, force=args.force, keep_tmp=args.keep_tmp,
+        heldout_mono=args.heldout_mono,
     )
     if args.multi30k:
         return prepare_multi30k(args.dest, args.raw_dir, langs=args.langs or MULTI30K_LANGS,

@@ -1,6 +1,7 @@
 """Curation through the fairseq CLI with --user-dir: online pair filtering, curriculum and a
 back-parallel round, all in one tiny training run."""
 import json
+import re
 
 import numpy as np
 from fairseq.data import Dictionary, data_utils
@@ -69,3 +70,27 @@ def test_rarity_from_the_mmap_buffer_matches_item_by_item(tiny_data):
     slow = DIFFICULTIES.entries["rarity"](Items(mono[i] for i in range(len(mono))), dictionary)
     np.testing.assert_allclose(fast, slow)
     assert (fast > 0).all()
+
+
+def curriculum_lines(log):
+    return re.findall(r"curriculum by length: competence ([\d.]+) at update (\d+); sentences in use: (.*)", log)
+
+
+def test_curriculum_advances_within_what_would_be_one_epoch(tiny_data, tmp_path):
+    """At competence 0.7 the 300-sentence slice makes many batches of each objective, so a
+    whole epoch would pass before the competence is recomputed; capped at one batch of each
+    objective per epoch, it is recomputed every update or two and grows each time."""
+    flags = [tool("fairseq-train"), tiny_data, *TRAIN_FLAGS, "--lambda-dae", "1", "--lambda-bt", "0",
+             "--curriculum-by", "length", "--curriculum-updates", "12", "--curriculum-init-competence", "0.7",
+             "--max-update", "6", "--disable-validation"]
+    capped = curriculum_lines(run([*flags, "--curriculum-refresh-batches", "1", "--save-dir", tmp_path / "a"]).stdout)
+    whole = curriculum_lines(run([*flags, "--curriculum-refresh-batches", "0", "--save-dir", tmp_path / "b"]).stdout)
+    assert len(whole) == 1 and whole[0][:2] == ("0.700", "0")
+    in_use = dict(item.split(" ") for item in whole[0][2].split(", "))
+    assert int(in_use["en-DAE"]) > 150  # about 70% of 300 (ties in length): many batches of 600 tokens
+    updates = [int(update) for _, update, _ in capped]
+    assert len(updates) >= 3 and updates[0] == 0 and max(b - a for a, b in zip(updates, updates[1:])) <= 2
+    values = [float(value) for value, _, _ in capped]
+    assert all(a < b for a, b in zip(values, values[1:]))
+    for _, _, use in capped:  # about one batch of each objective
+        assert all(int(n) < 60 for n in dict(item.split(" ") for item in use.split(", ")).values())

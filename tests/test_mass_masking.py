@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from fairseq.data import Dictionary
 
@@ -66,7 +67,7 @@ def test_mass_dataset_collates_with_lang_token_and_padding():
     ds = MassSpanMaskingDataset(pairs, d, lang, mask, seed=1, num_special_tail=2)
     batch = ds.collater([ds[i] for i in range(3)])
     src, prev, tgt = batch["net_input"]["src_tokens"], batch["net_input"]["prev_output_tokens"], batch["target"]
-    assert src.shape == (3, 8) and prev.shape == (3, 7) and tgt.shape == (3, 7)
+    assert src.shape == (3, 8) and prev.shape == (3, 8) and tgt.shape == (3, 8)
     assert (src[:, 0] == d.pad()).any()  # left padded source
     for i, s in enumerate(sents):
         row = src[i][src[i] != d.pad()]
@@ -83,3 +84,53 @@ def test_mass_dataset_collates_with_lang_token_and_padding():
         ds.set_epoch(epoch)
         changed |= tuple((ds[2]["target"] != d.pad()).nonzero().view(-1).tolist()) != spans[0]
     assert changed
+
+
+class FixedRng:
+    """Puts the span at ``start`` and masks every span token (tests fix the span by hand)."""
+
+    def __init__(self, start):
+        self.start = start
+
+    def randint(self, low, high, size=None):
+        if size is not None:  # random replacement tokens: none are drawn (all masked)
+            return np.full(size, low)
+        assert low <= self.start < high
+        return self.start
+
+    def random_sample(self, n):
+        return np.zeros(n)
+
+
+# "a b c d e f </s>" = 10..15, 2; L = __en__, M = <mask>, P = padding; encoder and decoder
+# positions line up (one leading position each): the decoder predicts x[j] where the encoder
+# holds x[j], having seen x[j-1].
+L, M, P, E = 31, 30, 1, 2
+HAND_CASES = [
+    (6, 0, [L, M, M, M, 13, 14, 15, E], [L, L, 10, 11, M, M, M, M], [P, 10, 11, 12, P, P, P, P]),
+    (6, 1, [L, 10, M, M, M, 14, 15, E], [L, M, 10, 11, 12, M, M, M], [P, P, 11, 12, 13, P, P, P]),
+    (6, 3, [L, 10, 11, 12, M, M, M, E], [L, M, M, M, 12, 13, 14, M], [P, P, P, P, 13, 14, 15, P]),
+    (5, 3, [L, 10, 11, 12, M, M, E], [L, M, M, M, 12, 13, M], [P, P, P, P, 13, 14, P]),  # odd: span 2
+    (1, 0, [L, M, E], [L, L, M], [P, 10, P]),
+]
+
+
+@pytest.mark.parametrize("n,start,source,prev,target", HAND_CASES)
+def test_mass_samples_match_hand_computed_cases(monkeypatch, n, start, source, prev, target):
+    from fairseq.data import LanguagePairDataset
+
+    from fairseq_smallcap.data import MassSpanMaskingDataset
+    from fairseq_smallcap.data import mass_span_masking_dataset as module
+
+    d = Dictionary()
+    for i in range(26):
+        d.add_symbol(f"w{i}")
+    assert d.add_symbol("<mask>") == M and d.add_symbol("__en__") == L
+    real = module.mass_span_mask
+    monkeypatch.setattr(module, "mass_span_mask", lambda tokens, rng, *a, **k: real(tokens, FixedRng(start), *a, **k))
+    sent = torch.cat([torch.arange(10, 10 + n), torch.tensor([E])])
+    pairs = LanguagePairDataset([sent], [len(sent)], d, tgt=[sent], tgt_sizes=[len(sent)], tgt_dict=d)
+    sample = MassSpanMaskingDataset(pairs, d, L, M, seed=1, num_special_tail=2)[0]
+    assert sample["source"].tolist() == source
+    assert sample["prev_output_tokens"].tolist() == prev
+    assert sample["target"].tolist() == target

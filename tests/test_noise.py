@@ -1,8 +1,10 @@
 import numpy as np
+import pytest
 import torch
 from fairseq.data import Dictionary
 
-from fairseq_smallcap.data import EpochNoisingDataset, SentencePieceNoising
+from fairseq_smallcap.data import EpochNoisingDataset, SentencePieceNoising, build_word_noiser, word_noise_scheme
+from fairseq_smallcap.data.sentencepiece_noising import WordNoiseSchemeError
 
 
 def spm_dictionary():
@@ -74,3 +76,70 @@ def test_epoch_noising_dataset_changes_with_epoch_only():
         ds.set_epoch(epoch)
         outputs.add(tuple(ds[0].tolist()))
     assert len(outputs) > 3
+
+
+# Ten words, several of them split into subwords, in both schemes.
+TEN_WORDS = [["the"], ["big", "gest"], ["dog"], ["runs"], ["fast", "er"], ["than"], ["a"],
+             ["cat", "ti", "ly"], ["on"], ["grass"]]
+
+
+def scheme_dictionary(scheme):
+    """(dictionary, token ids of TEN_WORDS + eos, the words as strings) in ``scheme``."""
+    d, tokens = Dictionary(), []
+    for word in TEN_WORDS:
+        for k, piece in enumerate(word):
+            if scheme == "sentencepiece":
+                symbol = ("▁" if k == 0 else "") + piece
+            else:
+                symbol = piece + ("@@" if k < len(word) - 1 else "")
+            tokens.append(d.add_symbol(symbol))
+    d.add_symbol("<mask>"), d.add_symbol("__en__")
+    return d, torch.tensor(tokens + [d.eos()]), ["".join(w) for w in TEN_WORDS]
+
+
+def as_words(d, scheme, tokens):
+    text = " ".join(d[t] for t in tokens if t != d.eos())
+    if scheme == "sentencepiece":
+        return text.replace(" ", "").replace("<unk>", "▁<unk>").split("▁")[1:]
+    return text.replace("@@ ", "").split()
+
+
+@pytest.mark.parametrize("scheme", ["sentencepiece", "subword_nmt"])
+def test_scheme_is_read_off_the_dictionary_and_can_be_forced(scheme):
+    d, _, _ = scheme_dictionary(scheme)
+    assert word_noise_scheme(d) == scheme
+    other = "subword_nmt" if scheme == "sentencepiece" else "sentencepiece"
+    assert word_noise_scheme(d, other) == other
+
+
+def test_a_dictionary_without_subword_markers_is_one_clear_error():
+    d = Dictionary()
+    for word in ["the", "dog", "runs"]:
+        d.add_symbol(word)
+    with pytest.raises(WordNoiseSchemeError) as e:
+        word_noise_scheme(d, source="data/dict.txt")
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("data/dict.txt: ")
+    assert "--word-noise-scheme" in message
+
+
+@pytest.mark.parametrize("scheme", ["sentencepiece", "subword_nmt"])
+def test_ten_words_are_reordered_whole_and_never_blanked_whole(scheme):
+    d, tokens, clean = scheme_dictionary(scheme)
+    noiser = build_word_noiser(d, word_noise_scheme(d), 3, 0.1, 0.2)
+    reordered = blanked = dropped = 0
+    for seed in range(300):
+        np.random.seed(seed)
+        noisy = noiser.noising(tokens.unsqueeze(1).clone(), torch.LongTensor([len(tokens)]))[:, 0]
+        noisy = noisy[noisy != d.pad()]
+        assert noisy[-1] == d.eos()
+        words = as_words(d, scheme, noisy)
+        real = [w for w in words if w != "<unk>"]
+        assert set(real) <= set(clean), words  # every word whole: no subword torn off or moved alone
+        assert len(real) >= 1 and len(words) >= 5, words  # never one blank or one token left
+        # a blank replaces a whole word by one <unk>, whatever its number of subwords
+        assert sum(w == "<unk>" for w in words) == int((noisy == d.unk()).sum())
+        reordered += [w for w in clean if w in real] != real
+        blanked += len(real) < len(words)
+        dropped += len(words) < len(clean)
+    assert reordered > 100 and blanked > 100 and dropped > 50

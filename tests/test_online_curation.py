@@ -85,12 +85,46 @@ def test_filter_keeps_exactly_the_asked_fraction_of_lowest_scores(keep, update, 
     assert log["bt_score_test_given_order_fr_en"] == sum(scores)
 
 
+@register_pair_score("test_second_token_per_cent")
+class SecondTokenPerCent:
+    """A score in [0, 1] (the second translated token / 100), beside test_given_order's tens."""
+
+    def __init__(self, cfg):
+        pass
+
+    def __call__(self, pairs):
+        return torch.tensor([float(t[1]) / 100 for t in pairs.translations])
+
+
 def test_filter_threshold_and_weights():
     pairs = pairs_of([[s] for s in [1, 5, 2, 8]], [[1, 1, 1]] * 4)
-    rows, _ = BackTranslationFilter(None, "test_given_order", "", "1", 2.5).select(pairs, 0)
+    raw = dict(normalize=False)
+    rows, _ = BackTranslationFilter(None, "test_given_order", "", "1", 2.5, **raw).select(pairs, 0)
     assert rows.tolist() == [0, 2]
-    rows, _ = BackTranslationFilter(None, "test_given_order", "", "1", -10).select(pairs, 0)
+    rows, _ = BackTranslationFilter(None, "test_given_order", "", "1", -10, **raw).select(pairs, 0)
     assert rows.tolist() == [0]  # never an empty batch
+    # normalised (the default), the threshold applies to the combined z-score: 1, 5, 2, 8 have
+    # mean 4 and std sqrt(7.5), so z = -1.10, 0.37, -0.73, 1.46
+    rows, _ = BackTranslationFilter(None, "test_given_order", "", "1", 0.0).select(pairs, 0)
+    assert rows.tolist() == [0, 2]
+
+
+def test_scores_are_standardised_over_the_batch_before_weighting():
+    # first score 10, 11, 30, 40 (tens, like cross-entropies in nats); second 0.9, 0.1, 0.5, 0.5
+    # (a rate). Raw, the first decides alone: 10.9 is lowest (row 0). Standardised,
+    # z1 = -1.00, -0.92, 0.57, 1.35 and z2 = 1.41, -1.41, 0, 0: row 1 is lowest (-2.33).
+    pairs = pairs_of([[10, 90], [11, 10], [30, 50], [40, 50]], [[1, 1]] * 4)
+    names = "test_given_order,test_second_token_per_cent"
+    raw, _ = BackTranslationFilter(None, names, "", "0.25", None, normalize=False).select(pairs, 0)
+    normalised, log = BackTranslationFilter(None, names, "", "0.25", None).select(pairs, 0)
+    assert raw.tolist() == [0] and normalised.tolist() == [1]
+    assert log["bt_score_test_second_token_per_cent_fr_en"] == pytest.approx(2.0)  # raw values logged
+    # standardised, a score's unit does not matter: the first score in hundreds picks the same rows
+    scaled = pairs_of([[1000, 90], [1100, 10], [3000, 50], [4000, 50]], [[1, 1]] * 4)
+    for keep in ("0.25", "0.5", "0.75"):
+        a, _ = BackTranslationFilter(None, names, "", keep, None).select(pairs, 0)
+        b, _ = BackTranslationFilter(None, names, "", keep, None).select(scaled, 0)
+        assert a.tolist() == b.tolist()
     weighted = BackTranslationFilter(None, "test_given_order,length_ratio", "1,100", "0.5", None)
     rows, _ = weighted.select(pairs_of([[1], [5, 6, 7], [2, 3]], [[1, 1, 1]] * 3), 0)
     assert rows.tolist() == [1, 2]  # the length ratio outweighs the first token

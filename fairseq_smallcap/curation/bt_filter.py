@@ -1,7 +1,11 @@
 """Online curation of back-translated pairs: score every synthetic pair with the registered
 pair scores (:mod:`.pair_scores`) and train on the best ones.
 
-The combined score of a pair is ``sum_i weight_i * score_i`` (lower is better). Each batch
+The combined score of a pair is ``sum_i weight_i * z_i`` (lower is better), where ``z_i`` is
+score i standardised over the batch (zero mean, unit variance; a score constant over the batch
+counts zero): the scores come in different units (cross-entropies in nats, rates in [0, 1]),
+and raw, the one with the widest range would decide alone whatever the weights say
+(``--no-bt-filter-normalize`` weights the raw scores, as releases before issue 20 did). Each batch
 keeps the ``keep(update)`` fraction with the lowest combined scores — ``keep`` is a
 piecewise-linear schedule like the lambdas (``"0:1,2000:1,4000:0.7"``: no filtering while the
 model is still babbling, then a growing cut) — and, with a threshold, drops pairs scoring above
@@ -20,7 +24,8 @@ from .registry import PAIR_SCORES, CurationConfigError
 
 
 class BackTranslationFilter:
-    def __init__(self, cfg, score_names: str, weights: str, keep: str, max_score: Optional[float]):
+    def __init__(self, cfg, score_names: str, weights: str, keep: str, max_score: Optional[float],
+                 normalize: bool = True):
         classes = PAIR_SCORES.resolve(score_names, "--bt-filter-scores")
         self.scores = [cls(cfg) for cls in classes]
         if weights:
@@ -38,15 +43,23 @@ class BackTranslationFilter:
         if not all(0 < value <= 1 for _, value in self.keep.pieces):
             raise CurationConfigError(f"--bt-filter-keep {keep!r}: fractions must be in (0, 1]")
         self.max_score = max_score
+        self.normalize = normalize
 
     @property
     def names(self) -> List[str]:
         return [score.name for score in self.scores]
 
     def score(self, pairs: BackTranslatedPairs) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        """Each score's values (one per pair, on CPU) and their weighted sum."""
+        """Each score's raw values (one per pair, on CPU) and the weighted sum of the scores,
+        each standardised over the batch first unless ``normalize`` is off."""
         columns = [score(pairs).detach().float().cpu() for score in self.scores]
-        return columns, sum(w * c for w, c in zip(self.weights, columns))
+        return columns, self.combine(columns)
+
+    def combine(self, columns: List[torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of score columns (one value per pair each), each standardised over
+        its pairs first unless ``normalize`` is off."""
+        ranked = [standardise(c) for c in columns] if self.normalize else columns
+        return sum(w * c for w, c in zip(self.weights, ranked))
 
     def select(self, pairs: BackTranslatedPairs, update_num: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         """Rows of the batch to train on (sorted), and sums to log."""
@@ -62,6 +75,14 @@ class BackTranslationFilter:
         for name, column in zip(self.names, columns):
             log[f"bt_score_{name}_{direction}"] = float(column.sum())
         return order.sort().values, log
+
+
+def standardise(values: torch.Tensor) -> torch.Tensor:
+    """``(values - mean) / std`` over the batch; zeros when the values do not vary."""
+    if values.numel() < 2:
+        return torch.zeros_like(values)
+    std = values.std(unbiased=False)
+    return (values - values.mean()) / std if std > 1e-12 else torch.zeros_like(values)
 
 
 def select_rows(sample: Dict, rows: torch.Tensor, pad: int) -> Dict:

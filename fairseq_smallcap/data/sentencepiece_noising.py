@@ -2,18 +2,73 @@
 Monolingual Corpora Only", Sec. 2.3): word shuffle within a distance k, word dropout and word
 blanking, as implemented by fairseq's :class:`~fairseq.data.noising.UnsupervisedMTNoising`.
 
-fairseq groups subwords into words with a BPE *continuation* marker (``@@``). SentencePiece marks
-word *starts* (``▁``) instead, so with a sentencepiece vocabulary fairseq would shuffle and drop
-single pieces, tearing words apart. :class:`SentencePieceNoising` gives fairseq's noisers the
-sentencepiece word grouping; :class:`EpochNoisingDataset` draws new noise every epoch (fairseq's
-NoisingDataset seeds by index only, so every epoch sees the same noise).
+The noise works on whole words, so it must know how the dictionary's subwords make words.
+fairseq groups subwords with a BPE *continuation* marker (subword-nmt's ``@@``: ``walk@@ ing``).
+SentencePiece marks word *starts* (``▁walk ing``) instead, which fairseq does not know: without
+it a sentencepiece sentence would be shuffled and dropped piece by piece (with ``@@`` grouping)
+or be one single word (with ``▁`` read as continuation-free BPE: never shuffled, blanked whole).
+:func:`word_noise_scheme` reads the scheme off the dictionary and :func:`build_word_noiser`
+returns fairseq's own :class:`~fairseq.data.noising.UnsupervisedMTNoising` for ``@@`` data and
+:class:`SentencePieceNoising` (the same noisers with the ``▁`` grouping) for sentencepiece data.
+:class:`EpochNoisingDataset` draws new noise every epoch (fairseq's NoisingDataset seeds by
+index only, so every epoch sees the same noise).
 """
 import numpy as np
 import torch
 from fairseq.data import NoisingDataset, data_utils
 from fairseq.data.noising import UnsupervisedMTNoising
 
+from ..errors import SmallcapError
+
 SPM_WORD_START = "\u2581"
+BPE_CONTINUATION = "@@"
+WORD_NOISE_SCHEMES = ("auto", "sentencepiece", "subword_nmt")
+
+
+class WordNoiseSchemeError(SmallcapError, ValueError):
+    """The dictionary's subword scheme cannot be told, or does not fit the one asked for."""
+
+
+def _is_special(index: int, symbol: str, nspecial: int) -> bool:
+    return index < nspecial or symbol.startswith("<") or (symbol.startswith("__") and symbol.endswith("__"))
+
+
+def word_noise_scheme(dictionary, requested: str = "auto", source: str = "the dictionary") -> str:
+    """``sentencepiece`` or ``subword_nmt``: how ``dictionary``'s subwords make words.
+
+    ``auto`` counts the (non-special) symbols that start with ``▁`` and those that end with
+    ``@@`` and takes the scheme whose marker is the more common; a dictionary with neither
+    marker raises :class:`WordNoiseSchemeError`. An explicit scheme is returned as given."""
+    if requested not in WORD_NOISE_SCHEMES:
+        raise WordNoiseSchemeError(
+            f"--word-noise-scheme {requested!r}: expected one of {', '.join(WORD_NOISE_SCHEMES)}")
+    if requested != "auto":
+        return requested
+    starts = conts = 0
+    for i, sym in enumerate(dictionary.symbols):
+        if _is_special(i, sym, dictionary.nspecial):
+            continue
+        starts += sym.startswith(SPM_WORD_START)
+        conts += sym.endswith(BPE_CONTINUATION)
+    if starts == conts == 0:
+        raise WordNoiseSchemeError(
+            f"{source}: no symbol starts with '{SPM_WORD_START}' (sentencepiece) or ends with "
+            f"'{BPE_CONTINUATION}' (subword-nmt BPE), so the denoising noise cannot find words; "
+            "pass --word-noise-scheme sentencepiece or subword_nmt")
+    return "sentencepiece" if starts >= conts else "subword_nmt"
+
+
+def build_word_noiser(dictionary, scheme: str, max_word_shuffle_distance: float,
+                      word_dropout_prob: float, word_blanking_prob: float) -> UnsupervisedMTNoising:
+    """Lample et al.'s word shuffle, dropout and blanking with the word grouping of ``scheme``
+    (``sentencepiece`` or ``subword_nmt``; see :func:`word_noise_scheme`)."""
+    if scheme == "sentencepiece":
+        return SentencePieceNoising(dictionary, max_word_shuffle_distance, word_dropout_prob,
+                                    word_blanking_prob)
+    if scheme == "subword_nmt":
+        return UnsupervisedMTNoising(dictionary, max_word_shuffle_distance, word_dropout_prob,
+                                     word_blanking_prob, bpe_cont_marker=BPE_CONTINUATION)
+    raise WordNoiseSchemeError(f"unknown word noise scheme {scheme!r}")
 
 
 class SentencePieceNoising(UnsupervisedMTNoising):
@@ -24,8 +79,7 @@ class SentencePieceNoising(UnsupervisedMTNoising):
         super().__init__(dictionary, max_word_shuffle_distance, word_dropout_prob,
                          word_blanking_prob, bpe_cont_marker=None, bpe_end_marker=None)
         starts = np.array(
-            [sym.startswith(SPM_WORD_START) or i < dictionary.nspecial or sym.startswith("<")
-             or (sym.startswith("__") and sym.endswith("__"))
+            [sym.startswith(SPM_WORD_START) or _is_special(i, sym, dictionary.nspecial)
              for i, sym in enumerate(dictionary.symbols)]
         )
         self.word_starts = starts

@@ -55,6 +55,7 @@ from fairseq.modules import FairseqDropout
 from torch import Tensor
 
 from ..errors import SmallcapError
+from .pretrained_embeddings import init_embeddings, task_dict_path
 from .smallcap_transformer import check_vocabulary
 
 DEFAULT_MAX_POSITIONS = 1024
@@ -102,6 +103,12 @@ class SmallcapBiGRUModel(FairseqEncoderDecoderModel):
         parser.add_argument("--share-all-embeddings", action="store_true",
                             help="one embedding table for encoder, decoder and output "
                                  "(needs equal encoder and decoder embedding dims)")
+        parser.add_argument("--init-embeddings", metavar="FILE", default=None,
+                            help="initialise the encoder and decoder embeddings (and so the tied "
+                                 "output embedding) with the vectors of FILE, made by "
+                                 "smallcap-embeddings for the data's dict.txt, rescaled to the "
+                                 "std 0.1/sqrt(3) of the uniform(-0.1, 0.1) initialisation; "
+                                 "ignored when building a model to load a checkpoint into")
         # fmt: on
 
     @classmethod
@@ -126,6 +133,11 @@ class SmallcapBiGRUModel(FairseqEncoderDecoderModel):
             input_feed=utils.eval_bool(str(args.decoder_input_feed)), dropout=args.dropout,
             max_target_positions=getattr(args, "max_target_positions", DEFAULT_MAX_POSITIONS),
         )
+        path = getattr(args, "init_embeddings", None)
+        if path:
+            init_embeddings(path, src_dict, task_dict_path(task),
+                            [("encoder", encoder_embed), ("decoder", decoder_embed)],
+                            target_std=lambda dim: 0.1 / 3 ** 0.5)
         return cls(encoder, decoder)
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):

@@ -18,6 +18,7 @@ from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture
 
 from ..errors import SmallcapError
+from .pretrained_embeddings import init_embeddings, task_dict_path
 
 # encoder layers, width, heads of Table 1
 TABLE1_SIZES = {
@@ -54,7 +55,29 @@ def check_vocabulary(model, state_dict) -> None:
 @register_model("smallcap_transformer")
 class SmallcapTransformerModel(TransformerModel):
     """fairseq's Transformer, with a clear error when a checkpoint's vocabulary differs from the
-    task's dictionary."""
+    task's dictionary, and ``--init-embeddings``: skip-gram subword embeddings
+    (``smallcap-embeddings``) as the initial encoder and decoder embedding tables."""
+
+    @staticmethod
+    def add_args(parser):
+        TransformerModel.add_args(parser)
+        parser.add_argument("--init-embeddings", metavar="FILE", default=None,
+                            help="initialise the encoder and decoder embeddings (and so the tied "
+                                 "output projection) with the vectors of FILE, made by "
+                                 "smallcap-embeddings for the data's dict.txt, rescaled to the "
+                                 "std dim**-0.5 of fairseq's initialisation; ignored when "
+                                 "building a model to load a checkpoint into")
+
+    @classmethod
+    def build_model(cls, args, task):
+        model = super().build_model(args, task)
+        path = getattr(args, "init_embeddings", None)
+        if path:
+            init_embeddings(path, task.source_dictionary, task_dict_path(task),
+                            [("encoder", model.encoder.embed_tokens),
+                             ("decoder", model.decoder.embed_tokens)],
+                            target_std=lambda dim: dim ** -0.5)
+        return model
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         check_vocabulary(self, state_dict)

@@ -26,11 +26,12 @@ first encoder token. Validation covers every direction present on disk (loss and
 """
 import logging
 import os
+import zlib
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from omegaconf import II
+from omegaconf import II, DictConfig, open_dict
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ from fairseq.data import (
     TransformEosLangPairDataset,
     data_utils,
 )
+from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import FairseqTask, register_task
@@ -53,7 +55,8 @@ from ..curation import import_plugins
 from ..curation.bt_filter import BackTranslationFilter, select_rows
 from ..curation.pair_scores import BackTranslatedPairs
 from ..errors import SmallcapError
-from ..data import EpochNoisingDataset, MassSpanMaskingDataset, SentencePieceNoising
+from ..data import EpochNoisingDataset, MassSpanMaskingDataset, build_word_noiser, word_noise_scheme
+from ..data.sentencepiece_noising import WORD_NOISE_SCHEMES
 from ..data.curriculum import DIFFICULTIES, as_cdf, competence
 from ..schedules import parse_schedule
 
@@ -110,6 +113,18 @@ class UnsupervisedTranslationConfig(TranslationConfig):
         default=0.1, metadata={"help": "MASS: probability that a span token becomes a random "
                                "token (the rest stay unchanged)"}
     )
+    mass_legacy_shift: bool = field(
+        default=False,
+        metadata={"help": "MASS ablation only: feed the decoder the misaligned input of releases "
+                  "before the teacher-forcing fix (x[j-2] at span position j, so the decoder never "
+                  "sees the previous token); off, the decoder input is MASS's x[j-1]"},
+    )
+    word_noise_scheme: ChoiceEnum(WORD_NOISE_SCHEMES) = field(
+        default="auto",
+        metadata={"help": "DAE: how subwords make the words that are shuffled, dropped and blanked: "
+                  "sentencepiece ('▁' starts a word), subword_nmt ('@@' continues one), or auto "
+                  "(read off the dictionary)"},
+    )
     max_word_shuffle_distance: float = field(
         default=3.0, metadata={"help": "DAE: maximum word shuffle distance"}
     )
@@ -147,6 +162,12 @@ class UnsupervisedTranslationConfig(TranslationConfig):
         default=None, metadata={"help": "also drop back-translated pairs whose combined score "
                                 "is above this"}
     )
+    bt_filter_normalize: bool = field(
+        default=True,
+        metadata={"help": "standardise each pair score over the batch (zero mean, unit variance) "
+                  "before weighting, so that scores in nats and rates in [0, 1] weigh alike; "
+                  "--no-bt-filter-normalize: weight the raw scores"},
+    )
     curriculum_by: str = field(
         default="",
         metadata={"help": "competence-based curriculum (Platanios et al. 2019) over the "
@@ -160,6 +181,12 @@ class UnsupervisedTranslationConfig(TranslationConfig):
     curriculum_init_competence: float = field(
         default=0.1, metadata={"help": "curriculum: competence at update 0 (share of the "
                                "easiest sentences in use)"}
+    )
+    curriculum_refresh_batches: int = field(
+        default=1000,
+        metadata={"help": "curriculum: while the competence is below 1, an epoch holds at most "
+                  "this many batches of each objective (a random draw of the sentences in use), "
+                  "so the competence grows on corpora of any size (0: whole epochs)"},
     )
     curation_plugins: str = field(
         default="", metadata={"help": "comma-separated modules (names or .py paths) that register "
@@ -179,6 +206,15 @@ class UnsupervisedTranslationConfig(TranslationConfig):
     eval_bleu_remove_bpe: Optional[str] = field(
         default="sentencepiece",
         metadata={"help": "remove BPE before computing BLEU", "argparse_const": "@@ "},
+    )
+    eval_round_trip: bool = field(
+        default=False,
+        metadata={"help": "unsupervised model selection (Lample et al. 2018, Sec. 4.4): also "
+                  "validate on the held-out monolingual sentences {data}/{lang}/{valid}.bin "
+                  "(smallcap-prepare --heldout-mono) by round-trip BLEU x -> y -> x (greedy), "
+                  "logged as round_trip_{lang}_bleu and their mean round_trip_bleu (usable as "
+                  "--best-checkpoint-metric round_trip_bleu --maximize-best-checkpoint-metric); "
+                  "needs no parallel data"},
     )
 
 
@@ -212,7 +248,8 @@ class UnsupervisedTranslationTask(TranslationTask):
         self.bt_filter = None
         if cfg.bt_filter_scores:
             self.bt_filter = BackTranslationFilter(
-                cfg, cfg.bt_filter_scores, cfg.bt_filter_weights, cfg.bt_filter_keep, cfg.bt_filter_max_score)
+                cfg, cfg.bt_filter_scores, cfg.bt_filter_weights, cfg.bt_filter_keep, cfg.bt_filter_max_score,
+                cfg.bt_filter_normalize)
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -250,6 +287,18 @@ class UnsupervisedTranslationTask(TranslationTask):
                     f"of {','.join(sorted(langs))})")
         return cls(cfg, dictionary, langs)
 
+    def build_model(self, cfg, from_checkpoint=False):
+        """The model; building it to load a checkpoint into (``fairseq-generate``,
+        ``fairseq-interactive``), ``--init-embeddings`` is dropped: the checkpoint's weights
+        replace the initial embeddings, and the file need not exist any more."""
+        if from_checkpoint and getattr(cfg, "init_embeddings", None):
+            if isinstance(cfg, DictConfig):
+                with open_dict(cfg):
+                    cfg.init_embeddings = None
+            else:
+                cfg.init_embeddings = None
+        return super().build_model(cfg, from_checkpoint)
+
     @property
     def source_dictionary(self):
         return self.dictionary
@@ -266,6 +315,8 @@ class UnsupervisedTranslationTask(TranslationTask):
         paths = utils.split_paths(self.cfg.data)
         if split == self.cfg.train_subset:
             dataset = self.load_monolingual_dataset(paths[(epoch - 1) % len(paths)], split)
+        elif self.cfg.eval_round_trip and not (self.cfg.source_lang and self.cfg.target_lang):
+            dataset = self.load_round_trip_dataset(paths[0], split, combine)
         else:
             dataset = self.load_parallel_dataset(paths[0], split, combine)
         self.datasets[split] = dataset
@@ -309,12 +360,13 @@ class UnsupervisedTranslationTask(TranslationTask):
                     ratio=self.cfg.mass_span_ratio, mask_prob=self.cfg.mass_mask_prob,
                     random_prob=self.cfg.mass_random_prob,
                     num_special_tail=1 + len(self.langs), left_pad_source=self.cfg.left_pad_source,
+                    legacy_shift=self.cfg.mass_legacy_shift,
                 )
                 datasets[f"{lang}-MASS"] = mass
                 epoch_aware.append(mass)
             if "DAE" in objectives:
-                noiser = SentencePieceNoising(
-                    self.dictionary, self.cfg.max_word_shuffle_distance,
+                noiser = build_word_noiser(
+                    self.dictionary, self.word_scheme(data_path), self.cfg.max_word_shuffle_distance,
                     self.cfg.word_dropout_prob, self.cfg.word_blanking_prob,
                 )
                 noisy = EpochNoisingDataset(mono, self.dictionary, self.cfg.seed, noiser)
@@ -328,6 +380,14 @@ class UnsupervisedTranslationTask(TranslationTask):
                 cdf = as_cdf(self.difficulty(mono, self.dictionary))
                 difficulty_cdf.update({f"{lang}-{obj}": cdf for obj in objectives})
         return _EpochRoundRobinZipDatasets(datasets, epoch_aware, difficulty_cdf)
+
+    def word_scheme(self, data_path: str) -> str:
+        """The DAE word grouping: --word-noise-scheme, or read off the dictionary (logged)."""
+        scheme = word_noise_scheme(self.dictionary, self.cfg.word_noise_scheme,
+                                   source=os.path.join(data_path, "dict.txt"))
+        logger.info(f"DAE word noise: {scheme} word grouping"
+                    + (" (read off the dictionary)" if self.cfg.word_noise_scheme == "auto" else ""))
+        return scheme
 
     def load_back_parallel_dataset(self, split: str) -> Dict[str, TransformEosLangPairDataset]:
         """The curated pseudo-parallel pairs of ``--back-parallel-data``, one ``{src}{tgt}-BP``
@@ -374,8 +434,13 @@ class UnsupervisedTranslationTask(TranslationTask):
         curriculum = isinstance(dataset, _EpochRoundRobinZipDatasets) and bool(dataset.difficulty_cdf)
         if curriculum:
             updates = self._updates_so_far()
-            dataset.set_competence(competence(updates, self.cfg.curriculum_updates,
-                                              self.cfg.curriculum_init_competence))
+            value = competence(updates, self.cfg.curriculum_updates, self.cfg.curriculum_init_competence)
+            # Below full competence an epoch is capped, so that the next one (built with the
+            # competence of its own start) comes after at most --curriculum-refresh-batches.
+            max_batches = self.cfg.curriculum_refresh_batches if value < 1 else 0
+            dataset.set_competence(value, max_batches=max_batches, max_tokens=kwargs.get("max_tokens"),
+                                   max_sentences=kwargs.get("max_sentences"),
+                                   seed=kwargs.get("seed", self.cfg.seed), epoch=kwargs.get("epoch", 1))
         iterator = super().get_batch_iterator(dataset, *args, **kwargs)
         if curriculum:
             in_use = ", ".join(f"{key} {len(ix)}" for key, ix in dataset._ordered_indices.items())
@@ -390,9 +455,42 @@ class UnsupervisedTranslationTask(TranslationTask):
         logged = getattr(meter, "val", None) if meter is not None else None
         return max(self._num_updates, int(logged or 0))
 
-    def load_parallel_dataset(self, data_path: str, split: str, combine: bool = False):
+    def load_round_trip_dataset(self, data_path: str, split: str, combine: bool = False):
+        """``--eval-round-trip``: the parallel directions of ``split`` (if any) zipped with one
+        ``{lang}-RT`` dataset of clean held-out monolingual sentences per language that has
+        ``{data}/{lang}/{split}.bin``, each sentence used once. Round-trip BLEU (Lample et al.
+        2018, "Unsupervised Machine Translation Using Monolingual Corpora Only", Sec. 4.4)
+        needs no parallel data: without any, validation runs on the round trips alone."""
+        datasets = OrderedDict()
+        has_parallel = any(self._parallel_exists(data_path, split, s, t)
+                           for s in self.langs for t in self.langs if s != t)
+        if has_parallel:
+            datasets.update(self.load_parallel_dataset(data_path, split, combine, zipped=False))
+        for lang in self.langs:
+            prefix = os.path.join(data_path, lang, split)
+            mono = data_utils.load_indexed_dataset(prefix, self.dictionary, self.cfg.dataset_impl)
+            if mono is None:
+                continue
+            lang_idx = self.lang_idx[lang]
+            datasets[f"{lang}-RT"] = self._lang_pair(PrependTokenDataset(mono, lang_idx), mono, lang)
+            logger.info(f"{lang}: {len(mono)} held-out monolingual sentences from {prefix} "
+                        "for round-trip BLEU")
+        if not any(key.endswith("-RT") for key in datasets):
+            if not has_parallel:
+                raise UnsupervisedTranslationError(
+                    f"--eval-round-trip: no {split} data in {data_path}: neither held-out "
+                    f"monolingual {os.path.join('{lang}', split)}.bin (smallcap-prepare "
+                    f"--heldout-mono) nor parallel {split}.{self.langs[0]}-{self.langs[1]}.* files")
+            logger.warning(f"--eval-round-trip: no held-out monolingual {split} data "
+                           f"({os.path.join(data_path, '{lang}', split)}.bin); no round-trip BLEU "
+                           f"on {split}")
+        return _ZipOnceDatasets(datasets)
+
+    def load_parallel_dataset(self, data_path: str, split: str, combine: bool = False,
+                              zipped: bool = True):
         """Parallel ``split.{src}-{tgt}`` data: one direction with ``-s/-t`` (for
-        fairseq-generate), else every direction found on disk (validation during training)."""
+        fairseq-generate), else every direction found on disk (validation during training).
+        ``zipped=False``: the ``{src}-{tgt}`` datasets as a dict."""
         if self.cfg.source_lang and self.cfg.target_lang:
             directions = [(self.cfg.source_lang, self.cfg.target_lang)]
         else:
@@ -426,6 +524,8 @@ class UnsupervisedTranslationTask(TranslationTask):
                 pair, src_eos=self.dictionary.eos(), tgt_bos=self.dictionary.eos(),
                 new_tgt_bos=self.lang_idx[tgt],
             )
+        if not zipped:
+            return pairs
         if len(pairs) == 1:
             return next(iter(pairs.values()))
         return RoundRobinZipDatasets(pairs)
@@ -563,7 +663,10 @@ class UnsupervisedTranslationTask(TranslationTask):
         for direction, batch in sample.items():
             if not batch:
                 continue
-            loss, sample_size, log = self._valid_direction(batch, model, criterion, direction)
+            if direction.endswith("-RT"):  # held-out monolingual: round-trip BLEU, no loss
+                loss, sample_size, log = 0.0, 0, self._valid_round_trip(batch, model, direction[:-3])
+            else:
+                loss, sample_size, log = self._valid_direction(batch, model, criterion, direction)
             total_loss += loss.item() if torch.is_tensor(loss) else loss
             total_sample_size += sample_size
             for name, value in log.items():
@@ -586,8 +689,73 @@ class UnsupervisedTranslationTask(TranslationTask):
                 log[f"_{prefix}bleu_totals_{i}"] = bleu.totals[i]
         return loss, sample_size, log
 
+    def round_trip(self, model, src_tokens, src_lengths, lang: str, via: str):
+        """Greedy round trip of a batch of ``lang`` sentences (``[__lang__] x </s>``): x -> y in
+        ``via`` -> x_hat in ``lang``, decoded as online back-translation decodes
+        (:func:`~fairseq_smallcap.backtranslation.greedy_decode`, ``--bt-max-len-a/b``).
+        Returns (y, x_hat), lists of token tensors ending with eos."""
+        max_len = min(self.cfg.max_source_positions, model.max_decoder_positions()) - 1
+        pad, eos = self.dictionary.pad(), self.dictionary.eos()
+
+        def translate(tokens, lengths, to_lang):
+            return greedy_decode(
+                model, tokens, lengths, bos=torch.full_like(lengths, self.lang_idx[to_lang]),
+                eos=eos, pad=pad, max_len_a=self.cfg.bt_max_len_a, max_len_b=self.cfg.bt_max_len_b,
+                max_len=max_len, banned_tokens=self.never_generated,
+            )
+
+        y = translate(src_tokens, src_lengths, via)
+        y_tokens, y_lengths = make_backtranslated_source(y, self.lang_idx[via], pad, eos,
+                                                         self.cfg.left_pad_source)
+        return y, translate(y_tokens, y_lengths, lang)
+
+    def _valid_round_trip(self, sample, model, lang: str) -> Dict[str, float]:
+        """sacreBLEU statistics of the round trips x -> y -> x_hat of a batch of held-out
+        ``lang`` sentences, BLEU(x_hat, x), through every other language (Lample et al. 2018,
+        "Unsupervised Machine Translation Using Monolingual Corpora Only", Sec. 4.4: model
+        selection without parallel data). Detokenized with ``--eval-bleu-remove-bpe`` as
+        fairseq's ``--eval-bleu`` does; logged under ``_round_trip_{lang}_bleu_*``."""
+        import sacrebleu
+
+        net_input = sample["net_input"]
+        was_training = model.training
+        model.eval()
+        pad = self.dictionary.pad()
+        tokenizer = getattr(self, "tokenizer", None)
+
+        def decode(tokens, unk_string):
+            text = self.dictionary.string(tokens.int().cpu(), self.cfg.eval_bleu_remove_bpe,
+                                          unk_string=unk_string)
+            return tokenizer.decode(text) if tokenizer is not None else text
+
+        refs = [decode(utils.strip_pad(t, pad), "UNKNOWNTOKENINREF") for t in sample["target"]]
+        hyps, all_refs = [], []
+        for via in (other for other in self.langs if other != lang):
+            _, x_hat = self.round_trip(model, net_input["src_tokens"], net_input["src_lengths"], lang, via)
+            hyps += [decode(t, "UNKNOWNTOKENINHYP") for t in x_hat]
+            all_refs += refs
+        model.train(was_training)
+        if self.cfg.eval_tokenized_bleu:
+            bleu = sacrebleu.corpus_bleu(hyps, [all_refs], tokenize="none")
+        else:
+            bleu = sacrebleu.corpus_bleu(hyps, [all_refs])
+        prefix = f"round_trip_{lang}_"
+        log = {f"_{prefix}bleu_sys_len": bleu.sys_len, f"_{prefix}bleu_ref_len": bleu.ref_len,
+               f"{prefix}nsentences": len(refs)}
+        for i in range(4):
+            log[f"_{prefix}bleu_counts_{i}"] = bleu.counts[i]
+            log[f"_{prefix}bleu_totals_{i}"] = bleu.totals[i]
+        return log
+
     def reduce_metrics(self, logging_outputs, criterion):
-        FairseqTask.reduce_metrics(self, logging_outputs, criterion)  # BLEU is logged below
+        if any(log.get("sample_size", 0) for log in logging_outputs) or not any(
+            key.startswith("_round_trip_") for log in logging_outputs for key in log
+        ):
+            FairseqTask.reduce_metrics(self, logging_outputs, criterion)  # BLEU is logged below
+        else:
+            # only round-trip batches (no parallel data): no loss to reduce (the criterion would
+            # divide by a sample size of 0); log 0 with weight 0, which leaves any average as is
+            metrics.log_scalar("loss", 0.0, 0, round=3)
 
         def total(key):
             value = sum(log.get(key, 0) for log in logging_outputs)
@@ -627,6 +795,14 @@ class UnsupervisedTranslationTask(TranslationTask):
                     "bleu", lambda meters: round(float(np.mean(
                         [_bleu_from_meters(meters, p) for p in direction_bleus])), 2)
                 )
+        round_trips = [f"round_trip_{lang}_" for lang in self.langs]
+        logged = [p for p in round_trips if total(f"_{p}bleu_totals_0") > 0]
+        for prefix in logged:
+            _log_bleu(prefix, total)
+        if logged:
+            # the languages seen so far in this validation (the first call's list would stick)
+            metrics.log_derived("round_trip_bleu", lambda meters: round(float(np.mean(
+                [_bleu_from_meters(meters, p) for p in round_trips if f"_{p}bleu_counts" in meters])), 2))
 
 
 def mixed_precision(sample, enabled: bool):
@@ -661,6 +837,44 @@ def _bleu_from_meters(meters, prefix: str) -> float:
     ).score
 
 
+class _ZipOnceDatasets(RoundRobinZipDatasets):
+    """Zipped validation datasets in which every sentence of every dataset is used exactly once:
+    a shorter dataset is not repeated round-robin (which would count its sentences twice in
+    BLEU), its batches are empty once it is used up."""
+
+    def _map_index(self, key, index):
+        o = self._ordered_indices[key]
+        return o[index] if index < len(o) else None
+
+    def __getitem__(self, index):
+        return OrderedDict(
+            (key, None if (i := self._map_index(key, index)) is None else dataset[i])
+            for key, dataset in self.datasets.items()
+        )
+
+    def collater(self, samples):
+        if len(samples) == 0:
+            return None
+        return OrderedDict(
+            (key, dataset.collater([s[key] for s in samples if s[key] is not None]))
+            for key, dataset in self.datasets.items()
+        )
+
+    def num_tokens(self, index):
+        return max(
+            dataset.num_tokens(i) for key, dataset in self.datasets.items()
+            if (i := self._map_index(key, index)) is not None
+        )
+
+    def size(self, index):
+        return {key: dataset.size(self._ordered_indices[key][index % len(self._ordered_indices[key])])
+                for key, dataset in self.datasets.items()}
+
+    def prefetch(self, indices):
+        for key, dataset in self.datasets.items():
+            dataset.prefetch([i for i in (self._map_index(key, index) for index in indices) if i is not None])
+
+
 class _EpochRoundRobinZipDatasets(RoundRobinZipDatasets):
     """RoundRobinZipDatasets that passes the epoch to the datasets drawing new noise/masks, and
     with a curriculum, samples only the sentences whose difficulty CDF is within the competence
@@ -672,8 +886,14 @@ class _EpochRoundRobinZipDatasets(RoundRobinZipDatasets):
         self.difficulty_cdf = difficulty_cdf or {}
         self.competence = 1.0
 
-    def set_competence(self, value: float) -> None:
+    def set_competence(self, value: float, max_batches: int = 0, max_tokens: Optional[int] = None,
+                       max_sentences: Optional[int] = None, seed: int = 1, epoch: int = 1) -> None:
+        """Sample only sentences whose difficulty CDF is within ``value``; with ``max_batches``,
+        at most about that many batches of each objective (a random draw of those sentences,
+        the batch size estimated from ``max_tokens`` / ``max_sentences``)."""
         self.competence = value
+        self.max_batches, self.max_tokens, self.max_sentences = max_batches, max_tokens, max_sentences
+        self.seed, self.epoch_drawn = seed, epoch
         self._ordered_indices = None  # rebuilt, filtered, by the next ordered_indices()
 
     def ordered_indices(self):
@@ -682,8 +902,26 @@ class _EpochRoundRobinZipDatasets(RoundRobinZipDatasets):
             for key, cdf in self.difficulty_cdf.items():
                 indices = self._ordered_indices[key]
                 easy = indices[cdf[indices] <= self.competence + 1e-9]
-                self._ordered_indices[key] = easy if len(easy) else indices[np.argsort(cdf[indices])[:1]]
+                easy = easy if len(easy) else indices[np.argsort(cdf[indices])[:1]]
+                self._ordered_indices[key] = self._capped(key, easy)
         return np.arange(len(self))
+
+    def _capped(self, key: str, indices: np.ndarray) -> np.ndarray:
+        if not getattr(self, "max_batches", 0) or not (self.max_tokens or self.max_sentences):
+            return indices
+        per_batch = float("inf")
+        if self.max_tokens:
+            probe = indices[:: max(1, len(indices) // 1000)]
+            mean_tokens = np.mean([self.datasets[key].num_tokens(i) for i in probe])
+            per_batch = max(1.0, self.max_tokens / max(mean_tokens, 1.0))
+        if self.max_sentences:
+            per_batch = min(per_batch, self.max_sentences)
+        limit = int(self.max_batches * per_batch)
+        if len(indices) <= limit:
+            return indices
+        with data_utils.numpy_seed(self.seed, self.epoch_drawn, zlib.crc32(key.encode())):
+            chosen = np.sort(np.random.choice(len(indices), limit, replace=False))
+        return indices[chosen]  # a random draw, in the dataset's own (length) order
 
     @property
     def can_reuse_epoch_itr_across_epochs(self):
