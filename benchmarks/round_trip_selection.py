@@ -17,39 +17,26 @@ correlation of the two means over the checkpoints; ``--results-log`` appends one
 them, the command, git commit, machine and date.
 """
 import argparse
-import datetime
 import json
-import os
-import platform
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from curation_ablation import REPO, provenance  # (benchmarks/, beside this script)
+from scoring import read_lines
 
 
 def run_metadata():
+    """curation_ablation's provenance (date, commit, machine, threads), and whether tracked files
+    differed from that commit."""
     try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True).stdout.strip())
+                                    capture_output=True, text=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
-        commit, dirty = None, None
-    cpu = platform.processor()
-    if Path("/proc/cpuinfo").exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name")), cpu)
-    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": commit,
-            "worktree_modified": dirty, "machine": f"{cpu}, {os.cpu_count()} cores",
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-
-
-def read_lines(path):
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+        dirty = None
+    return {**provenance(), "worktree_modified": dirty}
 
 
 def translate(model, task, sentences, src, tgt, batch_size):

@@ -688,19 +688,14 @@ class UnsupervisedTranslationTask(TranslationTask):
                 if name in log:
                     log[prefix + name] = log[name]
         if self.cfg.eval_bleu:
-            bleu = self._inference_with_bleu(self.sequence_generator, sample, model)
-            log[f"_{prefix}bleu_sys_len"] = bleu.sys_len
-            log[f"_{prefix}bleu_ref_len"] = bleu.ref_len
-            for i in range(4):
-                log[f"_{prefix}bleu_counts_{i}"] = bleu.counts[i]
-                log[f"_{prefix}bleu_totals_{i}"] = bleu.totals[i]
+            log.update(_bleu_statistics(prefix, self._inference_with_bleu(self.sequence_generator, sample, model)))
         return loss, sample_size, log
 
     def round_trip(self, model, src_tokens, src_lengths, lang: str, via: str):
         """Greedy round trip of a batch of ``lang`` sentences (``[__lang__] x </s>``): x -> y in
         ``via`` -> x_hat in ``lang``, decoded as online back-translation decodes
         (:func:`~fairseq_smallcap.backtranslation.greedy_decode`, ``--bt-max-len-a/b``).
-        Returns (y, x_hat), lists of token tensors ending with eos."""
+        Returns x_hat, a list of token tensors ending with eos."""
         max_len = min(self.cfg.max_source_positions, model.max_decoder_positions()) - 1
         pad, eos = self.dictionary.pad(), self.dictionary.eos()
 
@@ -714,7 +709,7 @@ class UnsupervisedTranslationTask(TranslationTask):
         y = translate(src_tokens, src_lengths, via)
         y_tokens, y_lengths = make_backtranslated_source(y, self.lang_idx[via], pad, eos,
                                                          self.cfg.left_pad_source)
-        return y, translate(y_tokens, y_lengths, lang)
+        return translate(y_tokens, y_lengths, lang)
 
     def _valid_round_trip(self, sample, model, lang: str) -> Dict[str, float]:
         """sacreBLEU statistics of the round trips x -> y -> x_hat of a batch of held-out
@@ -738,7 +733,7 @@ class UnsupervisedTranslationTask(TranslationTask):
         refs = [decode(utils.strip_pad(t, pad), "UNKNOWNTOKENINREF") for t in sample["target"]]
         hyps, all_refs = [], []
         for via in (other for other in self.langs if other != lang):
-            _, x_hat = self.round_trip(model, net_input["src_tokens"], net_input["src_lengths"], lang, via)
+            x_hat = self.round_trip(model, net_input["src_tokens"], net_input["src_lengths"], lang, via)
             hyps += [decode(t, "UNKNOWNTOKENINHYP") for t in x_hat]
             all_refs += refs
         model.train(was_training)
@@ -747,12 +742,7 @@ class UnsupervisedTranslationTask(TranslationTask):
         else:
             bleu = sacrebleu.corpus_bleu(hyps, [all_refs])
         prefix = f"round_trip_{lang}_"
-        log = {f"_{prefix}bleu_sys_len": bleu.sys_len, f"_{prefix}bleu_ref_len": bleu.ref_len,
-               f"{prefix}nsentences": len(refs)}
-        for i in range(4):
-            log[f"_{prefix}bleu_counts_{i}"] = bleu.counts[i]
-            log[f"_{prefix}bleu_totals_{i}"] = bleu.totals[i]
-        return log
+        return {f"{prefix}nsentences": len(refs), **_bleu_statistics(prefix, bleu)}
 
     def reduce_metrics(self, logging_outputs, criterion):
         if any(log.get("sample_size", 0) for log in logging_outputs) or not any(
@@ -821,6 +811,16 @@ def mixed_precision(sample, enabled: bool):
         dtype=torch.float16 if on_cuda else torch.bfloat16,
         enabled=enabled,
     )
+
+
+def _bleu_statistics(prefix: str, bleu) -> Dict[str, float]:
+    """A sacreBLEU result's sufficient statistics as logging entries ``_{prefix}bleu_*``, summed
+    over batches and workers by :func:`_log_bleu`."""
+    log = {f"_{prefix}bleu_sys_len": bleu.sys_len, f"_{prefix}bleu_ref_len": bleu.ref_len}
+    for i in range(4):
+        log[f"_{prefix}bleu_counts_{i}"] = bleu.counts[i]
+        log[f"_{prefix}bleu_totals_{i}"] = bleu.totals[i]
+    return log
 
 
 def _log_bleu(prefix: str, total) -> None:
@@ -892,6 +892,7 @@ class _EpochRoundRobinZipDatasets(RoundRobinZipDatasets):
         self.epoch_aware = epoch_aware
         self.difficulty_cdf = difficulty_cdf or {}
         self.competence = 1.0
+        self.max_batches = 0  # no cap until set_competence asks for one
 
     def set_competence(self, value: float, max_batches: int = 0, max_tokens: Optional[int] = None,
                        max_sentences: Optional[int] = None, seed: int = 1, epoch: int = 1) -> None:
@@ -920,7 +921,7 @@ class _EpochRoundRobinZipDatasets(RoundRobinZipDatasets):
 
     def _limit(self, key: str) -> float:
         """About ``max_batches`` batches of ``key``'s sentences in use (inf: no cap)."""
-        if not getattr(self, "max_batches", 0) or not (self.max_tokens or self.max_sentences):
+        if not self.max_batches or not (self.max_tokens or self.max_sentences):
             return float("inf")
         indices = self._ordered_indices[key]
         per_batch = float("inf")
