@@ -130,7 +130,9 @@ def test_mass_samples_match_hand_computed_cases(monkeypatch, n, start, source, p
     monkeypatch.setattr(module, "mass_span_mask", lambda tokens, rng, *a, **k: real(tokens, FixedRng(start), *a, **k))
     sent = torch.cat([torch.arange(10, 10 + n), torch.tensor([E])])
     pairs = LanguagePairDataset([sent], [len(sent)], d, tgt=[sent], tgt_sizes=[len(sent)], tgt_dict=d)
-    sample = MassSpanMaskingDataset(pairs, d, L, M, seed=1, num_special_tail=2)[0]
+    dataset = MassSpanMaskingDataset(pairs, d, L, M, seed=1, num_special_tail=2)
+    sample = dataset[0]
+    assert dataset.size(0)[1] == len(target)  # what fairseq filters by --max-target-positions
     assert sample["source"].tolist() == source
     assert sample["prev_output_tokens"].tolist() == prev
     assert sample["target"].tolist() == target
