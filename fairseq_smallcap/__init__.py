@@ -3,12 +3,13 @@
 Load it with ``--user-dir fairseq_smallcap`` (or ``import fairseq_smallcap``): it registers the
 ``unsupervised_translation`` task, the ``smallcap_transformer`` model with the four Table 1
 sizes, the recurrent ``smallcap_bigru`` student and the ``knowledge_distillation`` criterion,
-makes fairseq checkpoints load under torch's weights-only loader, and reports bad input as one
-clear line (see :mod:`fairseq_smallcap.errors`).
+and makes fairseq checkpoints load under torch's weights-only loader -- and nothing else: no
+process-wide hook, and no optional dependency (OpusFilter, language identifiers, plotting) is
+imported until a command uses it. Bad input is reported as one clear line (see
+:mod:`fairseq_smallcap.errors`).
 """
-from . import checkpoint_safety, errors
+from . import checkpoint_safety
 
 checkpoint_safety.install()
-errors.install_excepthook()
 
 from . import criterions, models, tasks  # noqa: E402,F401  (registries)

@@ -14,48 +14,44 @@ per direction (and those under ``--max-score``), and binarizes the kept pairs as
 ``--back-parallel-data DEST --lambda-bp 1`` (the supervised objective), then run the next round
 from the new checkpoint. Every pair, kept or not, is listed with its scores in
 ``DEST/pairs.{src}-{tgt}.tsv`` and counted in ``DEST/summary.json`` (kept + rejected = input).
+Written by :mod:`fairseq_smallcap.pseudo_parallel`, as ``smallcap-seqkd``'s data; every other flag
+is a fairseq flag (``--user-dir``, ``--batch-size``, ``--seed``, ...).
 """
-import argparse
-import json
 import logging
 import os
-import shutil
 import sys
 import time
 from typing import Optional, Sequence
 
 import torch
 
+from . import pseudo_parallel
 from .errors import SmallcapError
 from .cli import configure_logging, error_exit_status
+from .pseudo_parallel import KEPT, Pair
 
 logger = logging.getLogger("fairseq_smallcap.back_parallel")
 PROG = "smallcap-back-parallel"
+BELOW, ABOVE = "below keep fraction", "above --max-score"
 
 
 class BackParallelError(SmallcapError):
     """Bad data directory, checkpoint or flag."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("data", help="the smallcap-prepare directory the checkpoint was trained on")
-    parser.add_argument("--path", required=True, help="checkpoint that translates")
-    parser.add_argument("--dest", required=True, help="output directory (--back-parallel-data)")
-    parser.add_argument("--scores", default="dual_xent,length_ratio,copy_rate,repeated_ngrams",
-                        help="comma-separated registered pair scores")
-    parser.add_argument("--weights", default="", help="weights of --scores (default 1 each), applied to "
-                        "each score standardised over the direction's pairs for the ranking")
-    parser.add_argument("--keep", type=float, default=0.5, help="fraction of pairs kept per direction")
-    parser.add_argument("--max-score", type=float, default=None,
-                        help="also drop pairs whose raw weighted score sum is above this")
-    parser.add_argument("--max-tokens", type=int, default=4000, help="tokens per translation batch")
-    parser.add_argument("--max-sentences", type=int, default=None,
-                        help="translate at most this many sentences per language (default: all)")
-    parser.add_argument("--curation-plugins", default="", help="modules registering more pair scores")
-    parser.add_argument("--cpu", action="store_true", help="translate on CPU even if CUDA is there")
-    parser.add_argument("--fp16", action="store_true", help="translate in float16 (CUDA)")
+def build_parser():
+    parser, group = pseudo_parallel.build_parser(
+        PROG, __doc__.split("\n\n")[0].split(": ", 1)[1], generation=False, title="Back-parallel",
+        path_help="checkpoint that translates", dest_help="output directory (--back-parallel-data)",
+        max_sentences_help="translate at most this many sentences per language (default: all)")
+    group.add_argument("--scores", default="dual_xent,length_ratio,copy_rate,repeated_ngrams",
+                       help="comma-separated registered pair scores")
+    group.add_argument("--weights", default="", help="weights of --scores (default 1 each), applied to "
+                       "each score standardised over the direction's pairs for the ranking")
+    group.add_argument("--keep", type=float, default=0.5, help="fraction of pairs kept per direction")
+    group.add_argument("--max-score", type=float, default=None,
+                       help="also drop pairs whose raw weighted score sum is above this")
+    group.add_argument("--curation-plugins", default="", help="modules registering more pair scores")
     return parser
 
 
@@ -69,27 +65,20 @@ def check_args(args) -> None:
 
 
 def make_round(args) -> dict:
-    from fairseq import checkpoint_utils, utils
-    from fairseq.data import PrependTokenDataset, data_utils, indexed_dataset
+    from fairseq import utils
+    from fairseq.data import data_utils
 
-    import fairseq_smallcap  # noqa: F401  (task, model, checkpoint loading)
     from .curation import import_plugins
     from .curation.bt_filter import BackTranslationFilter
     from .curation.pair_scores import BackTranslatedPairs
 
     import_plugins(args.curation_plugins.split(","))
     scorer = BackTranslationFilter(None, args.scores, args.weights, "1", None)  # validates names
-    use_cuda = torch.cuda.is_available() and not args.cpu
-    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
-        [args.path], arg_overrides={"data": args.data, "bt_filter_scores": ""})
-    model = models[0]
-    if args.fp16:
-        model.half()
-    if use_cuda:
-        model.cuda()
-    model.eval()
+    models, task = pseudo_parallel.load_checkpoint(args)
+    # as online back-translation: greedy, and every sentence translated (none skipped as too long)
+    decoder = pseudo_parallel.Decoder(args, task, models, "greedy", skip_too_long=False)
+    writer = pseudo_parallel.PseudoParallelWriter(args.dest)
     d = task.dictionary
-    os.makedirs(args.dest, exist_ok=True)
     summary = {"checkpoint": os.path.abspath(args.path), "data": os.path.abspath(args.data),
                "scores": scorer.names, "weights": scorer.weights, "keep": args.keep,
                "max_score": args.max_score, "directions": {}}
@@ -100,79 +89,49 @@ def make_round(args) -> dict:
         if mono is None:
             raise BackParallelError(f"no monolingual training data for {lang}: expected {prefix}.bin/.idx")
         other = task.other_lang(lang)
-        dataset = task._lang_pair(PrependTokenDataset(mono, task.lang_idx[lang]), mono, lang)
-        iterator = task.get_batch_iterator(dataset, max_tokens=args.max_tokens, seed=1,
-                                           ignore_invalid_inputs=False, disable_iterator_cache=True)
+        # the batches of online back-translation: the real sentence is the target
+        dataset = pseudo_parallel.inference_dataset(task, mono, lang, lang)
         records = []  # (sentence id, translation, original, combined, [scores])
-        for sample in iterator.next_epoch_itr(shuffle=False):
-            if args.max_sentences is not None and len(records) >= args.max_sentences:
-                break
-            sample = utils.move_to_cuda(sample) if use_cuda else sample
-            bt_sample, _ = task.backtranslate(sample, model, lang)
-            translations = list(_translations(bt_sample, d.pad()))
+        for sample, translations, bt_sample in decoder.batches(dataset, lang, other, limit=args.max_sentences):
             originals = [utils.strip_pad(t, d.pad()) for t in sample["target"]]
-            pairs = BackTranslatedPairs(model=model, task=task, source_lang=other, target_lang=lang,
+            pairs = BackTranslatedPairs(model=models[0], task=task, source_lang=other, target_lang=lang,
                                         translations=translations, originals=originals,
                                         sample=bt_sample, mono_sample=sample)
             columns, combined = scorer.score(pairs)
             for i, sentence_id in enumerate(sample["id"].tolist()):
                 records.append((sentence_id, translations[i].cpu(), originals[i].cpu(),
                                 float(combined[i]), [float(c[i]) for c in columns]))
-            logger.info(f"translating {lang} into {other}: {len(records)}/{len(mono)} sentences "
-                        f"({time.time() - start:.0f} s)")
         records = records[: args.max_sentences] if args.max_sentences is not None else records
         if records:  # one ranking over the whole corpus: scores standardised over all its pairs
             columns = [torch.tensor([r[4][k] for r in records]) for k in range(len(scorer.names))]
             ranking, raw = scorer.combine(columns), scorer.combine(columns, normalize=False)
             records = [(*r[:3], float(c), r[4], float(w)) for r, c, w in zip(records, ranking, raw)]
-        summary["directions"][f"{other}-{lang}"] = write_direction(args, d, indexed_dataset, other, lang,
-                                                                    records, scorer.names)
+        summary["directions"][f"{other}-{lang}"] = write_direction(args, writer, d, other, lang, records,
+                                                                    scorer.names)
     summary["seconds"] = round(time.time() - start, 1)
-    shutil.copyfile(os.path.join(args.data, "dict.txt"), os.path.join(args.dest, "dict.txt"))
-    with open(os.path.join(args.dest, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    writer.finish(summary, args.data, ["dict.txt"])
     return summary
 
 
-def _translations(bt_sample, pad):
-    """The translated sentences (without the language token, ending with eos) of a BT batch."""
-    for row in bt_sample["net_input"]["src_tokens"]:
-        yield row[row.ne(pad)][1:]
-
-
-def write_direction(args, d, indexed_dataset, src, tgt, records, score_names):
+def write_direction(args, writer, d, src, tgt, records, score_names) -> dict:
+    """Keep the best ``--keep`` fraction of ``records`` (translation in ``src`` -> real sentence in
+    ``tgt``) under ``--max-score``; write them with every pair's decision in ``pairs.{src}-{tgt}.tsv``."""
     n_keep = max(1, round(args.keep * len(records))) if records else 0
     ranked = sorted(range(len(records)), key=lambda i: records[i][3])
     top = set(ranked[:n_keep])
     kept = top if args.max_score is None else {i for i in top if records[i][5] <= args.max_score}
-    text = lambda tokens: d.string(tokens, "sentencepiece").replace("\t", " ")  # noqa: E731
-    base = os.path.join(args.dest, f"train.{src}-{tgt}")
-    builders = {lang: indexed_dataset.make_builder(f"{base}.{lang}.bin", impl="mmap", vocab_size=len(d))
-                for lang in (src, tgt)}
-    reasons = {"kept": 0, "below keep fraction": 0, "above --max-score": 0}
-    with open(os.path.join(args.dest, f"pairs.{src}-{tgt}.tsv"), "w", encoding="utf-8") as tsv:
-        tsv.write("\t".join(["id", "decision", "combined", *score_names, f"{src} (model)", f"{tgt} (real)"]) + "\n")
-        for i, (sentence_id, translation, original, combined, scores, _raw) in enumerate(records):
-            if i in kept:
-                decision = "kept"
-                builders[src].add_item(translation.to(torch.int32))
-                builders[tgt].add_item(original.to(torch.int32))
-            else:
-                decision = "below keep fraction" if i not in top else "above --max-score"
-            reasons[decision] += 1
-            tsv.write("\t".join([str(sentence_id), decision, f"{combined:.4f}", *(f"{s:.4f}" for s in scores),
-                                 text(translation), text(original)]) + "\n")
-    for lang, builder in builders.items():
-        builder.finalize(f"{base}.{lang}.idx")
-    if reasons["kept"] + reasons["below keep fraction"] + reasons["above --max-score"] != len(records):
-        raise RuntimeError("back-parallel pairs lost")
-    logger.info(f"pairs {src} (model) -> {tgt} (real): kept {reasons['kept']} of {len(records)} -> {base}.*")
-    return {"pairs": len(records), **reasons}
+    pairs = [Pair(sentence_id, translation, original, KEPT if i in kept else BELOW if i not in top else ABOVE,
+                  (f"{combined:.4f}", *(f"{s:.4f}" for s in scores)))
+             for i, (sentence_id, translation, original, combined, scores, _raw) in enumerate(records)]
+    header = ["id", "decision", "combined", *score_names, f"{src} (model)", f"{tgt} (real)"]
+    with writer.open_tsv(f"pairs.{src}-{tgt}.tsv", header) as tsv:
+        counts = writer.write_pairs(src, tgt, pairs, {src: d, tgt: d}, tsv, post_process=args.post_process)
+    return {"pairs": len(records), **{decision: counts[decision] for decision in (KEPT, BELOW, ABOVE)}}
 
 
 def cli_main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
     configure_logging()
+    args = pseudo_parallel.parse_args(build_parser(), argv)
     try:
         check_args(args)
         summary = make_round(args)

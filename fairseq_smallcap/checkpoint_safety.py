@@ -16,7 +16,7 @@ import re
 import numpy as np
 import torch
 
-from .errors import SmallcapError
+from .errors import SmallcapError, reported
 
 _multiarray = getattr(np, "_core", None) or np.core
 _multiarray = _multiarray.multiarray
@@ -57,6 +57,7 @@ def install() -> None:
     if getattr(load, "_smallcap_guarded", False):
         return
 
+    @reported
     @functools.wraps(load)
     def load_checkpoint_to_cpu(path, *args, **kwargs):
         try:

@@ -4,6 +4,8 @@ import logging
 import os
 import sys
 
+from .errors import error_exit_status  # noqa: F401  (the one place an error becomes a line and status 2)
+
 
 def configure_logging(stream=None) -> None:
     """fairseq's log format on ``stream`` (stdout by default); ``force`` because importing fairseq
@@ -11,9 +13,3 @@ def configure_logging(stream=None) -> None:
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S", level=os.environ.get("LOGLEVEL", "INFO").upper(),
                         stream=stream or sys.stdout, force=True)
-
-
-def error_exit_status(prog: str, message) -> int:
-    """Print ``prog: error: message`` to stderr and return the exit status 2."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return 2

@@ -62,8 +62,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from omegaconf import II
 
-from ..errors import SmallcapError
-from ..models.smallcap_transformer import DictionaryMismatchError
+from ..errors import DictionaryMismatchError, SmallcapError, reported
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +177,7 @@ class KnowledgeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
     """(1 - alpha) * label-smoothed CE + alpha * T^2 * KL(teacher_T || student_T); see the module
     docstring. ``teacher`` (programmatic use) is an already built teacher model."""
 
+    @reported
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  teacher_path=None, teacher_topk_data=None, kd_alpha=0.5, kd_temperature=1.0, kd_topk=0,
                  kd_selection="none", kd_selection_ratio=0.5, train_subset="train", valid_subset="valid",
@@ -224,9 +224,8 @@ class KnowledgeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
 
     def _open_topk_data(self, task, directory: str) -> None:
         from ..distillation.topk_store import open_stores
-        from ..tasks.unsupervised_translation import UnsupervisedTranslationTask
 
-        if isinstance(task, UnsupervisedTranslationTask):
+        if not getattr(task, "stable_sample_ids", True):
             raise KnowledgeDistillationError(
                 "--teacher-topk-data does not work with --task unsupervised_translation: noise and "
                 "back-translation give a sample id another source at every step; use --teacher-path")

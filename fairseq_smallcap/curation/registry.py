@@ -1,8 +1,6 @@
-"""Registries of curation criteria, selected by name from the command line.
-
-Like fairseq's ``register_task``/``register_criterion``, a decorator adds a class under a name;
-commands and tasks then pick components with a comma-separated list (``--rules url,langid``,
-``--bt-filter-scores dual_xent,copy_rate``). Users add their own criterion in a module of
+"""The registries of curation criteria (:class:`fairseq_smallcap.registry.Registry`): line rules
+(built in: :mod:`.line_rules`, imported when a command first reads the registry) and
+back-translation pair scores (:mod:`.pair_scores`). Users add their own criterion in a module of
 their own and load it with ``--curation-plugins my_module`` (a module name or a ``.py`` path)::
 
     from fairseq_smallcap.curation import register_line_rule
@@ -18,45 +16,14 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import Dict, List, Sequence
+from typing import Sequence
 
-from ..errors import SmallcapError
+from ..registry import ConfigError, Registry
 
+CurationConfigError = ConfigError  # the name curation code and users know
 
-class CurationConfigError(SmallcapError):
-    """An unknown criterion name, or a plugin module that cannot be imported."""
-
-
-class Registry:
-    """Named components of one kind (``kind`` names them in error messages)."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        self.entries: Dict[str, type] = {}
-
-    def register(self, name: str):
-        def decorator(cls):
-            if name in self.entries and self.entries[name] is not cls:
-                raise CurationConfigError(f"{self.kind} {name!r} is already registered by {self.entries[name]}")
-            cls.name = name
-            self.entries[name] = cls
-            return cls
-
-        return decorator
-
-    def resolve(self, spec, flag: str) -> List[type]:
-        """``"a,b"`` (or a list) -> the registered classes, or an error that names ``flag``."""
-        names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
-        unknown = [n for n in names if n not in self.entries]
-        if unknown:
-            raise CurationConfigError(
-                f"{flag}: unknown {self.kind} {', '.join(map(repr, unknown))} "
-                f"(registered: {', '.join(sorted(self.entries))})")
-        return [self.entries[n] for n in names]
-
-
-LINE_RULES = Registry("line rule")
-PAIR_SCORES = Registry("pair score")
+LINE_RULES = Registry("line rule", builtins="fairseq_smallcap.curation.line_rules")
+PAIR_SCORES = Registry("pair score", builtins="fairseq_smallcap.curation.pair_scores")
 register_line_rule = LINE_RULES.register
 register_pair_score = PAIR_SCORES.register
 

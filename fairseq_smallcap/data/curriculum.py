@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ..curation.registry import Registry
+from ..registry import Registry
 
 DIFFICULTIES = Registry("curriculum difficulty")
 register_difficulty = DIFFICULTIES.register

@@ -54,7 +54,7 @@ from fairseq.models.lstm import Embedding, Linear
 from fairseq.modules import FairseqDropout
 from torch import Tensor
 
-from ..errors import SmallcapError
+from ..errors import SmallcapError, reported
 from .pretrained_embeddings import init_embeddings, task_dict_path
 from .smallcap_transformer import check_vocabulary
 
@@ -112,6 +112,7 @@ class SmallcapBiGRUModel(FairseqEncoderDecoderModel):
         # fmt: on
 
     @classmethod
+    @reported
     def build_model(cls, args, task):
         smallcap_bigru(args)  # default whatever the command line did not set
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
@@ -140,6 +141,7 @@ class SmallcapBiGRUModel(FairseqEncoderDecoderModel):
                             target_std=lambda dim: 0.1 / 3 ** 0.5)
         return cls(encoder, decoder)
 
+    @reported
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         """Report a checkpoint trained with another dictionary in one clear line."""
         check_vocabulary(self, state_dict)

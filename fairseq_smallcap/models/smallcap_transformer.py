@@ -17,7 +17,7 @@ Every option stays overridable from the command line as with any fairseq archite
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture
 
-from ..errors import SmallcapError
+from ..errors import DictionaryMismatchError, reported  # noqa: F401  (DictionaryMismatchError: raised here)
 from .pretrained_embeddings import init_embeddings, task_dict_path
 
 # encoder layers, width, heads of Table 1
@@ -27,10 +27,6 @@ TABLE1_SIZES = {
     "smallcap_medium": dict(layers=4, dim=420, heads=3, vocab=52104, params=70.7e6),
     "smallcap_large": dict(layers=6, dim=1024, heads=8, vocab=64139, params=314.3e6),
 }
-
-
-class DictionaryMismatchError(SmallcapError):
-    """A checkpoint was trained with another dictionary than the one the task built."""
 
 
 def check_vocabulary(model, state_dict) -> None:
@@ -69,6 +65,7 @@ class SmallcapTransformerModel(TransformerModel):
                                  "building a model to load a checkpoint into")
 
     @classmethod
+    @reported
     def build_model(cls, args, task):
         model = super().build_model(args, task)
         path = getattr(args, "init_embeddings", None)
@@ -79,6 +76,7 @@ class SmallcapTransformerModel(TransformerModel):
                             target_std=lambda dim: dim ** -0.5)
         return model
 
+    @reported
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         check_vocabulary(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)

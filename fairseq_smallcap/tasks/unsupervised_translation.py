@@ -54,7 +54,7 @@ from ..backtranslation import greedy_decode, make_backtranslated_source
 from ..curation import import_plugins
 from ..curation.bt_filter import BackTranslationFilter, select_rows
 from ..curation.pair_scores import BackTranslatedPairs
-from ..errors import SmallcapError
+from ..errors import SmallcapError, reported
 from ..data import EpochNoisingDataset, MassSpanMaskingDataset, build_word_noiser, word_noise_scheme
 from ..data.sentencepiece_noising import WORD_NOISE_SCHEMES
 from ..data.curriculum import DIFFICULTIES, as_cdf, competence
@@ -227,6 +227,9 @@ class UnsupervisedTranslationTask(TranslationTask):
     data with MASS, denoising and online back-translation (see the module docstring)."""
 
     cfg: UnsupervisedTranslationConfig
+    # noise and back-translation give a sample id another source at every step: per-id teacher
+    # outputs stored ahead of training (--teacher-topk-data) cannot be used
+    stable_sample_ids = False
 
     def __init__(self, cfg: UnsupervisedTranslationConfig, dictionary: Dictionary, langs: List[str]):
         super().__init__(cfg, dictionary, dictionary)
@@ -256,6 +259,7 @@ class UnsupervisedTranslationTask(TranslationTask):
 
     # ------------------------------------------------------------------ set-up
     @classmethod
+    @reported
     def setup_task(cls, cfg: UnsupervisedTranslationConfig, **kwargs):
         paths = utils.split_paths(cfg.data) if cfg.data else []
         if not paths:
@@ -290,6 +294,7 @@ class UnsupervisedTranslationTask(TranslationTask):
                     f"of {','.join(sorted(langs))})")
         return cls(cfg, dictionary, langs)
 
+    @reported
     def build_model(self, cfg, from_checkpoint=False):
         """The model; building it to load a checkpoint into (``fairseq-generate``,
         ``fairseq-interactive``), ``--init-embeddings`` is dropped: the checkpoint's weights
@@ -314,6 +319,7 @@ class UnsupervisedTranslationTask(TranslationTask):
         return any(value != 0 for _, value in self.lambdas[objective].pieces)
 
     # ------------------------------------------------------------------ data
+    @reported
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         paths = utils.split_paths(self.cfg.data)
         if split == self.cfg.train_subset:
@@ -325,7 +331,7 @@ class UnsupervisedTranslationTask(TranslationTask):
         self.datasets[split] = dataset
         return dataset
 
-    def _lang_pair(self, src, tgt, tgt_lang: str) -> TransformEosLangPairDataset:
+    def lang_pair_dataset(self, src, tgt, tgt_lang: str) -> TransformEosLangPairDataset:
         """(src, tgt) pairs whose decoder input starts with the target language token."""
         pair = LanguagePairDataset(
             src, src.sizes, self.dictionary, tgt=tgt, tgt_sizes=tgt.sizes,
@@ -356,7 +362,7 @@ class UnsupervisedTranslationTask(TranslationTask):
                     "(see smallcap-prepare)"
                 )
             lang_idx = self.lang_idx[lang]
-            clean = self._lang_pair(PrependTokenDataset(mono, lang_idx), mono, lang)
+            clean = self.lang_pair_dataset(PrependTokenDataset(mono, lang_idx), mono, lang)
             if "MASS" in objectives:
                 mass = MassSpanMaskingDataset(
                     clean.dataset, self.dictionary, lang_idx, self.mask_idx, seed=self.cfg.seed,
@@ -373,7 +379,7 @@ class UnsupervisedTranslationTask(TranslationTask):
                     self.cfg.word_dropout_prob, self.cfg.word_blanking_prob,
                 )
                 noisy = EpochNoisingDataset(mono, self.dictionary, self.cfg.seed, noiser)
-                datasets[f"{lang}-DAE"] = self._lang_pair(PrependTokenDataset(noisy, lang_idx), mono, lang)
+                datasets[f"{lang}-DAE"] = self.lang_pair_dataset(PrependTokenDataset(noisy, lang_idx), mono, lang)
                 epoch_aware.append(noisy)
             if "BT" in objectives:
                 datasets[f"{lang}-BT"] = clean
@@ -475,7 +481,7 @@ class UnsupervisedTranslationTask(TranslationTask):
             if mono is None:
                 continue
             lang_idx = self.lang_idx[lang]
-            datasets[f"{lang}-RT"] = self._lang_pair(PrependTokenDataset(mono, lang_idx), mono, lang)
+            datasets[f"{lang}-RT"] = self.lang_pair_dataset(PrependTokenDataset(mono, lang_idx), mono, lang)
             logger.info(f"{lang}: {len(mono)} held-out monolingual sentences from {prefix} "
                         "for round-trip BLEU")
         if not has_parallel and datasets:
@@ -543,6 +549,7 @@ class UnsupervisedTranslationTask(TranslationTask):
             for a, b in ((src, tgt), (tgt, src))
         )
 
+    @reported
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
         if self.cfg.source_lang is None:
             raise UnsupervisedTranslationError("say which language the input is in with -s/--source-lang")
@@ -572,6 +579,7 @@ class UnsupervisedTranslationTask(TranslationTask):
             raise UnsupervisedTranslationError("say which language to produce with -t/--target-lang")
         return self.lang_idx[self.cfg.target_lang]
 
+    @reported
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         with torch.no_grad():
             return generator.generate(
