@@ -1,4 +1,4 @@
-"""Tests of smallcap-prepare (fairseq_smallcap/prepare.py) on small synthetic corpora.
+"""Tests of smallcap-prepare (the fairseq_smallcap/prepare package) on small synthetic corpora.
 
 The two end-to-end tests run fairseq-preprocess for real (about 10 s each); the Multi30k
 split test replaces the binarization step, the error tests stop before it.
@@ -225,7 +225,7 @@ def fake_multi30k(root: Path, n_train=40, en_lines=None, fr_lines=None):
 @pytest.fixture
 def no_binarize(monkeypatch):
     """Skip fairseq-preprocess (tested end to end above) to keep the split tests fast."""
-    monkeypatch.setattr(prep, "binarize_all", lambda *args, **kwargs: {})
+    monkeypatch.setattr(prep.pipeline, "binarize_all", lambda *args, **kwargs: {})  # prepare() calls it
 
 
 def test_multi30k_unsupervised_split(tmp_path, no_binarize):
