@@ -9,10 +9,22 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["fairseq_smallcap", "fairseq_smallcap.*"]),
     # fairseq-fixed is installed by `make install` (it needs --no-build-isolation --no-deps).
-    install_requires=["sentencepiece", "sacrebleu>=2.0", "numpy", "opusfilter==3.3.1", "py3langid==0.3.0",
-                      "xxhash", "regex"],
-    # smallcap-embeddings (skip-gram subword embeddings for --init-embeddings) needs gensim.
-    extras_require={"embeddings": ["gensim>=4.3"]},
+    # Loading the user dir needs only these; each extra is imported where it is used.
+    install_requires=["sentencepiece", "sacrebleu>=2.0", "numpy"],
+    extras_require={
+        # smallcap-curate: OpusFilter's filters, regular expressions, deduplication hashes
+        "curation": ["opusfilter==3.3.1", "regex", "xxhash"],
+        # its language-identification rule (OpusFilter 3.3.1 needs py3langid < 0.4)
+        "langid": ["py3langid==0.3.0"],
+        # smallcap-curate --engine datatrove (pipelines past one machine)
+        "datatrove": ["datatrove==0.10.1"],
+        # smallcap-embeddings (skip-gram subword embeddings for --init-embeddings)
+        "embeddings": ["gensim>=4.3"],
+        # the benchmarks' plots
+        "plot": ["matplotlib"],
+        # the WMT14 recipe (examples/wmt14_enfr): Moses tokenizer, subword-nmt BPE
+        "wmt14": ["opus-fast-mosestokenizer", "subword-nmt"],
+    },
     entry_points={
         "console_scripts": [
             "smallcap-prepare = fairseq_smallcap.prepare:cli_main",

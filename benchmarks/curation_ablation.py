@@ -32,6 +32,7 @@ import fcntl
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -441,7 +442,7 @@ def table_order(run):
 
 
 def provenance():
-    """When, from which commit and on what machine a run was recorded."""
+    """When, from which commit, by which command and on what machine a run was recorded."""
     try:
         commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=True).stdout.strip()
@@ -450,7 +451,8 @@ def provenance():
     cpu = platform.processor()
     if Path("/proc/cpuinfo").exists():
         cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), cpu)
-    return {"date": datetime.date.today().isoformat(), "commit": commit,
+    command = " ".join(shlex.quote(a) for a in ["python", os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    return {"date": datetime.date.today().isoformat(), "commit": commit, "command": command,
             "machine": f"{cpu}, {os.cpu_count()} cores", "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Unsupervised en<->fr on Multi30k, end to end, with the fairseq CLI and --user-dir fairseq_smallcap:
-#   prepare (unsupervised split, joint sentencepiece) -> MASS pretraining -> DAE + online BT
-#   fine-tuning -> fairseq-generate on test_2016_flickr both ways -> sacreBLEU + examples.
+#   prepare (unsupervised split, joint sentencepiece) -> skip-gram subword embeddings of both
+#   languages (smallcap-embeddings, --init-embeddings) -> MASS pretraining -> DAE + online BT
+#   fine-tuning -> fairseq-generate on test_2016_flickr both ways -> sacreBLEU, chrF, the share
+#   of distinct outputs, examples.  This is the recipe "mass-fixed+emb128" of benchmarks/README.md.
 #
 # usage: examples/multi30k/demo.sh [--minutes M] [--arch ARCH] [--raw-dir DIR] [--work DIR]
 #   --minutes   training wall-clock budget, split 30% MASS / 70% DAE+BT (default 14: the whole
@@ -32,28 +34,32 @@ VALIDATE_EVERY=$(python -c "print(100 if $MINUTES < 30 else 200)")
 START=$(date +%s)
 step() { echo; echo "=== [$(( ($(date +%s) - START) / 60 )) min] $*"; }
 
-step "1/4 prepare Multi30k (English: train lines 1-14,500; French: lines 14,501-29,000)"
+step "1/5 prepare Multi30k (English: train lines 1-14,500; French: lines 14,501-29,000)"
 smallcap-prepare --multi30k ${RAW:+--raw-dir "$RAW"} --dest "$DATA" --vocab-size 8000
+
+DIM=$(python -c "from fairseq_smallcap.models.smallcap_transformer import TABLE1_SIZES; print(TABLE1_SIZES['$ARCH']['dim'])")
+step "2/5 skip-gram subword embeddings of both languages (d=$DIM)"
+[ -s "$WORK/emb$DIM.vec" ] || smallcap-embeddings "$DATA" --dim "$DIM" --threads 1 --out "$WORK/emb$DIM.vec"
 
 COMMON=(--user-dir "$USER_DIR" --task unsupervised_translation --arch "$ARCH"
   --criterion label_smoothed_cross_entropy --label-smoothing 0.1
   --optimizer adam --adam-betas "(0.9,0.98)" --lr 0.001 --lr-scheduler inverse_sqrt
   --warmup-updates 200 --clip-norm 1.0 --max-tokens 2000 --max-update 1000000 --cpu
-  --log-format simple --log-interval 25 --seed 1 --num-workers 1)
+  --log-format simple --log-interval 25 --seed 1 --num-workers 1 --init-embeddings "$WORK/emb$DIM.vec")
 
-step "2/4 MASS pretraining (${HOURS_MASS} h)"
+step "3/5 MASS pretraining (${HOURS_MASS} h)"
 fairseq-train "$DATA" "${COMMON[@]}" $EXTRA --lambda-mass 1 --lambda-dae 0 --lambda-bt 0 \
   --stop-time-hours "$HOURS_MASS" --save-dir "$WORK/mass" --no-epoch-checkpoints \
   --save-interval-updates 200 --keep-interval-updates 1 --disable-validation
 
-step "3/4 DAE + online back-translation from the MASS checkpoint (until ${HOURS_ALL} h in all)"
+step "4/5 DAE + online back-translation from the MASS checkpoint (until ${HOURS_ALL} h in all)"
 fairseq-train "$DATA" "${COMMON[@]}" $EXTRA --lambda-mass 0 --lambda-dae "0:1,2000:0.1" --lambda-bt 1 \
   --finetune-from-model "$WORK/mass/checkpoint_last.pt" \
   --stop-time-hours "$HOURS_ALL" --save-dir "$WORK/bt" --no-epoch-checkpoints \
   --validate-interval-updates "$VALIDATE_EVERY" --save-interval-updates "$VALIDATE_EVERY" \
   --keep-interval-updates 1 --eval-bleu --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
 
-step "4/4 translate test_2016_flickr both ways and score with sacreBLEU"
+step "5/5 translate test_2016_flickr both ways and score with sacreBLEU"
 for pair in en-fr fr-en; do
   src=${pair%-*}; tgt=${pair#*-}
   fairseq-generate "$DATA" --user-dir "$USER_DIR" --task unsupervised_translation -s "$src" -t "$tgt" \
@@ -61,10 +67,11 @@ for pair in en-fr fr-en; do
     --batch-size 128 --cpu --post-process sentencepiece > "$WORK/generate.test.$pair.log"
   grep '^D-' "$WORK/generate.test.$pair.log" | sort -t- -k2,2n | cut -f3 > "$WORK/test.$pair.hyp"
   echo "--- $src -> $tgt"
-  sacrebleu "$DATA/raw/test.$tgt" -i "$WORK/test.$pair.hyp" -m bleu -w 2 --format text | tee "$WORK/test.$pair.bleu"
+  sacrebleu "$DATA/raw/test.$tgt" -i "$WORK/test.$pair.hyp" -m bleu chrf -w 2 --format text | tee "$WORK/test.$pair.bleu"
+  echo "distinct outputs: $(sort -u "$WORK/test.$pair.hyp" | wc -l) of $(wc -l < "$WORK/test.$pair.hyp")" | tee -a "$WORK/test.$pair.bleu"
   # awk reads to the end (no SIGPIPE under pipefail) and prints the first three examples
   paste "$DATA/raw/test.$src" "$WORK/test.$pair.hyp" "$DATA/raw/test.$tgt" | \
     awk -F'\t' 'NR <= 3 {print "  src: " $1 "\n  hyp: " $2 "\n  ref: " $3 "\n"}'
 done
 step "done in $(( ($(date +%s) - START) / 60 )) min; outputs in $WORK"
-for pair in en-fr fr-en; do echo "test_2016_flickr $pair: $(cat "$WORK/test.$pair.bleu")"; done
+for pair in en-fr fr-en; do echo "test_2016_flickr $pair:"; sed 's/^/  /' "$WORK/test.$pair.bleu"; done

@@ -1,0 +1,479 @@
+"""The benchmark report: ``benchmarks/README.md`` and the results table of the top-level
+``README.md``, generated from the committed ledgers ``benchmarks/results/*.jsonl``.
+
+    python benchmarks/report.py            # rewrite both files
+    python benchmarks/report.py --check    # exit 1 if either differs from what it would write
+
+No figure in either file is typed by hand: every number comes from a ledger record. The README's
+table sits between the lines ``<!-- results:begin -->`` and ``<!-- results:end -->``; the rest of
+the README is left alone. ``--results-dir``, ``--readme`` and ``--out`` point the script at other
+files (the tests run it on copies). Each file is written to a temporary file beside it and renamed.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from curation_ablation import LEGACY_RECIPE, SYSTEMS, report_diagnostics, report_paired, table_order  # (beside this script)
+from curation_ablation import recipe as recipe_of
+from scoring import format_paired, mean_std, paired_differences
+
+BENCHMARKS = Path(__file__).resolve().parent
+REPO = BENCHMARKS.parent
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+PLOT = REPO / "docs" / "ablation_valid_bleu.png"
+DIRECTIONS = (("en-fr", "en→fr"), ("fr-en", "fr→en"))
+
+# What each recipe of the curation ablation's ledger is (the ledger names it; records without a
+# name are LEGACY_RECIPE's). A recipe not listed here is reported without a description.
+RECIPES = {
+    LEGACY_RECIPE: "MASS pretraining whose decoder input was misaligned (x[j-2] instead of x[j-1] at "
+                   "span position j: the decoder never saw the previous token), the code before issue 20. "
+                   "Superseded; kept only for comparison with the fixed recipes.",
+    "mass-fixed": "MASS with a teacher-forced decoder (x[j-1] at span position j), then DAE + online "
+                  "back-translation: the foundation recipe as it is now.",
+    "mass-fixed+emb128": "`mass-fixed` with its embedding tables initialised from skip-gram subword "
+                         "embeddings of both languages (`smallcap-embeddings --dim 128`, then "
+                         "`--init-embeddings` for MASS and fine-tuning); `examples/multi30k/demo.sh` "
+                         "follows it within a training-time budget.",
+}
+# The command that reproduces a recipe, for ledger records made before the ledger kept a
+# ``command`` field; a record's own ``command`` always wins.
+UNRECORDED_COMMANDS = {
+    "mass-fixed": (
+        "python benchmarks/curation_ablation.py --work runs/mass-fixed --archs smallcap_very_small --seeds 1 \\\n"
+        "    --mass-updates 1752 --updates 800 --validate-every 200 --systems baseline --cpu \\\n"
+        "    --extra \"--validate-interval 1000000\" --recipe mass-fixed \\\n"
+        "    --results-log benchmarks/results/curation_ablation.jsonl"),
+    "mass-fixed+emb128": (
+        "smallcap-prepare --multi30k --dest runs/emb128/data --vocab-size 8000   # the script's data stage\n"
+        "smallcap-embeddings runs/emb128/data --dim 128 --threads 1 --out runs/emb128.vec\n"
+        "python benchmarks/curation_ablation.py --work runs/emb128 --archs smallcap_very_small --seeds 1 \\\n"
+        "    --mass-updates 1752 --updates 800 --validate-every 200 --systems baseline --cpu \\\n"
+        "    --extra \"--validate-interval 1000000 --init-embeddings runs/emb128.vec\" --recipe mass-fixed+emb128 \\\n"
+        "    --results-log benchmarks/results/curation_ablation.jsonl"),
+}
+
+
+class ReportError(Exception):
+    """A ledger or file this script cannot use; reported in one line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def read_ledger(path: Path):
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ReportError(f"{path}:{number}: not a JSON record ({error})")
+    return records
+
+
+def ablation_rows(path: Path):
+    rows = read_ledger(path)
+    for number, r in enumerate(rows, 1):
+        missing = [k for k in ("arch", "seed", "system", "en-fr", "fr-en", "mean") if k not in r]
+        if missing:
+            raise ReportError(f"{path}: record {number} lacks {', '.join(missing)}")
+        if r["system"] not in SYSTEMS:
+            raise ReportError(f"{path}: record {number}: unknown system {r['system']!r} (known: {', '.join(SYSTEMS)})")
+    return sorted(rows, key=table_order)
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+def groups_of(rows):
+    """(recipe, arch, system) -> its runs, in first-seen order."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((recipe_of(r), r["arch"], r["system"]), []).append(r)
+    return groups
+
+
+def fmt(values) -> str:
+    """``3.49 ± 1.37`` over several seeds, ``3.49`` for one."""
+    s = mean_std(values)
+    return f"{s['mean']:.2f}" + (f" ± {s['std']:.2f}" if s["std"] is not None else "")
+
+
+def chrf_values(runs, direction):
+    values = [r["test"][direction]["chrf"] for r in runs if r.get("test", {}).get(direction)]
+    return values if len(values) == len(runs) else None
+
+
+def seeds_text(runs) -> str:
+    seeds = sorted(r["seed"] for r in runs)
+    return f"{len(seeds)} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+
+
+def group_mean(runs) -> float:
+    return mean_std([r["mean"] for r in runs])["mean"]
+
+
+def recipe_order(rows):
+    """Recipes, the current ones first (best mean first), the legacy one last."""
+    best = {}
+    for (name, _arch, _system), runs in groups_of(rows).items():
+        best[name] = max(best.get(name, float("-inf")), group_mean(runs))
+    return sorted(best, key=lambda n: (n == LEGACY_RECIPE, -best[n], n))
+
+
+def best_groups(rows):
+    """Per current recipe (not the legacy one, unless it is all there is), its best (arch,
+    system) by mean test BLEU over seeds; best first."""
+    groups = groups_of(rows)
+    current = {k: v for k, v in groups.items() if k[0] != LEGACY_RECIPE} or groups
+    best = {}
+    for key, runs in current.items():
+        if key[0] not in best or group_mean(runs) > group_mean(best[key[0]][1]):
+            best[key[0]] = (key, runs)
+    return sorted(best.values(), key=lambda kv: (-group_mean(kv[1]), kv[0]))
+
+
+def record_command(record):
+    """The command a ledger record was made by (curation_ablation keeps it under ``recorded``)."""
+    return record.get("command") or (record.get("recorded") or {}).get("command")
+
+
+def commands_of(name, runs):
+    """The distinct commands the runs' records hold, else the recipe's documented one."""
+    recorded = list(dict.fromkeys(record_command(r) for r in sorted(runs, key=lambda r: r["seed"]) if record_command(r)))
+    if recorded:
+        return recorded, True
+    return ([UNRECORDED_COMMANDS[name]] if name in UNRECORDED_COMMANDS else []), False
+
+
+def signatures(runs):
+    for r in runs:
+        test = r.get("test", {}).get("en-fr")
+        if test:
+            return test["bleu_signature"], test["chrf_signature"]
+    return None
+
+
+def signed(value: float) -> str:
+    return "±0.00" if round(value, 2) == 0 else f"{value:+.2f}"
+
+
+def against_recipe(run):
+    """The recipe a run's record was compared with by sacreBLEU's paired bootstrap, if any."""
+    return (run.get("paired_bs_vs_recipe") or {}).get("against")
+
+
+def recipe_comparisons(rows):
+    """Per-seed paired differences of each run group against the recipe its records name in
+    ``paired_bs_vs_recipe`` (the legacy recipe is compared by curation_ablation.report_paired)."""
+    def means(name, arch, system):
+        return {r["seed"]: r["mean"] for r in rows if (recipe_of(r), r["arch"], r["system"]) == (name, arch, system)}
+
+    lines = []
+    for (name, arch, system), runs in groups_of(rows).items():
+        for other in dict.fromkeys(filter(None, map(against_recipe, runs))):
+            if other != LEGACY_RECIPE:
+                paired = paired_differences(means(other, arch, system), means(name, arch, system))
+                if paired["seeds"]:
+                    lines.append(f"| {name} | {arch} | {system} | {other} {system} | {format_paired(paired)} |")
+    return lines
+
+
+def bootstrap_table(runs):
+    """sacreBLEU paired bootstrap of runs against another recipe's run of the same seed."""
+    lines = []
+    for r in runs:
+        pbs = r.get("paired_bs_vs_recipe")
+        if pbs and all(d in pbs for d, _ in DIRECTIONS):
+            p = [f"{pbs[d][metric]['p_value']:.3f}" for metric in ("bleu", "chrf") for d, _ in DIRECTIONS]
+            lines.append(f"| `{r['arch']}` | {r['seed']} | {r['system']} | {pbs['against']} | " + " | ".join(p) + " |")
+    if not lines:
+        return []
+    return ["", "sacreBLEU paired bootstrap against another recipe's run of the same seed (p values):", "",
+            "| model | seed | system | against | BLEU en→fr | BLEU fr→en | chrF en→fr | chrF fr→en |",
+            "|---|---|---|---|---|---|---|---|", *lines]
+
+
+def captured(function, *args) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        function(*args)
+    return out.getvalue().strip()
+
+
+def link(target: Path, start: Path) -> str:
+    return Path(os.path.relpath(target, start)).as_posix()
+
+
+# ---------------------------------------------------------------------------------------------
+# the README's results table
+
+
+def readme_results(rows, ledger_link: str, bench_link: str) -> str:
+    lines = ["<!-- generated by benchmarks/report.py from the ledger; do not edit by hand -->"]
+    chosen = best_groups(rows)
+    if not chosen:
+        return "\n".join(lines + ["No run has been recorded in the ledger yet."])
+    lines += ["| recipe | model | system | seeds | en→fr BLEU | fr→en BLEU | en→fr chrF | fr→en chrF |",
+              "|---|---|---|---|---|---|---|---|"]
+    for (name, arch, system), runs in chosen:
+        cells = [fmt([r[d] for r in runs]) for d, _ in DIRECTIONS]
+        for d, _ in DIRECTIONS:
+            values = chrf_values(runs, d)
+            cells.append(fmt(values) if values else "–")
+        lines.append(f"| `{name}` | `{arch}` | {system} | {seeds_text(runs)} | " + " | ".join(cells) + " |")
+    (name, arch, system), runs = chosen[0]
+    sig = signatures(runs)
+    lines += ["", "Multi30k test_2016_flickr, unsupervised split; the checkpoint with the best validation "
+              "BLEU, beam 4; mean ± std over seeds where there are several. "
+              + (f"sacreBLEU `{sig[0]}`, chrF `{sig[1]}`. " if sig else "")
+              + ("A single seed measures no spread between runs. " if any(len(g[1]) == 1 for g in chosen) else "")
+              + f"One row per current recipe (its best system); every run and recipe, with the "
+              f"diagnostics: [benchmarks/README.md]({bench_link}); the records: [the ledger]({ledger_link})."]
+    commands, recorded = commands_of(name, runs)
+    if commands:
+        source = ("the ledger records' command" if recorded else
+                  "the ledger records hold no command; this is the recipe's command from benchmarks/report.py")
+        lines += ["", f"Reproduce `{name}` ({source}):", "", "```bash", *commands, "```"]
+    return "\n".join(lines)
+
+
+def splice_readme(text: str, block: str, path: Path) -> str:
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ReportError(f"{path}: needs exactly one {BEGIN} line followed by one {END} line")
+    head, rest = text.split(BEGIN, 1)
+    _old, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{block}\n{END}{tail}"
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/README.md
+
+INTRO = """\
+# Benchmarks
+
+<!-- generated by benchmarks/report.py from benchmarks/results/*.jsonl; do not edit by hand:
+     run `python benchmarks/report.py` (the test suite runs `python benchmarks/report.py --check`) -->
+
+Every measured figure on this page is read from a committed ledger of finished runs in
+[results/]({results}) by `benchmarks/report.py`, which also fills the results table of the
+[top-level README]({readme}). A run's own files live in its `--work` directory, which need not
+outlive a session; its ledger record (scores, validation curve, wall time, threads, date,
+commit, machine, and a note where something about the run needs saying) is what stays. A
+re-run replaces the record of the same recipe, size, seed and system; invocations running side by
+side take turns on a lock file; a stage interrupted and run again appends to its log, so the
+validation curve keeps the points from before the interruption.
+
+## What each benchmark measures and how to run it
+
+| script | measures | ledger |
+|---|---|---|
+| `curation_ablation.py` | the recipe (MASS pretraining, then DAE + online back-translation) against each curation component (`static`, `bt_filter`, `curriculum`, `back_parallel`) and all of them (`all`), per model size, seed and recipe, at equal updates; test BLEU/chrF both ways with diagnostics, validation curve, wall time | `results/curation_ablation.jsonl` (`--results-log`) |
+| `kd_comparison.py` | a student alone, with word-level KD, with sequence-level KD and curated, with the teacher's cost counted; shares its stages and runs with `curation_ablation.py` (its `alone` and `curated` students are the ablation's `baseline` and `all`) | none: `WORK/kd_results.STUDENT.seedN.json` |
+| `round_trip_selection.py` | whether round-trip BLEU on held-out monolingual text ranks checkpoints as parallel validation BLEU does (Spearman) | `results/round_trip_selection.jsonl` (`--results-log`) |
+| `bt_speed.py` | DAE + online BT training throughput against fairseq's `online_backtranslation` on the same data, model and machine | none: `DATA/bt_speed.json` |
+| `bt_profile.py` | where the time of a DAE + BT update goes: back-translation decoding (fairseq's `SequenceGenerator` against our greedy decoder) and the forward + backward passes | none (prints) |
+| `fp16_cuda_check.sh` | fp16 on CUDA end to end: training with all three objectives, validation, a resume, `fairseq-generate --fp16` (needs a GPU; outside `make test`) | none (pass/fail) |
+
+```bash
+# the curation ablation: every stage resumes; one --work per recipe; runs are recorded in the ledger
+python benchmarks/curation_ablation.py --work runs/ablation --archs smallcap_very_small --seeds 1,2,3 \\
+    --mass-updates 1752 --updates 800 --validate-every 200 --systems baseline,all --cpu \\
+    --results-log benchmarks/results/curation_ablation.jsonl [--recipe NAME --extra "FLAGS"]
+python benchmarks/curation_ablation.py --work runs/ablation --report-only \\
+    --results-log benchmarks/results/curation_ablation.jsonl     # tables and plot, no training
+python benchmarks/kd_comparison.py --work runs/ablation --teacher-arch smallcap_small \\
+    --student-arch smallcap_very_small --seed 1 --mass-updates 1752 --updates 800 --cpu
+python benchmarks/round_trip_selection.py RUN_DIR --data DATA \\
+    --results-log benchmarks/results/round_trip_selection.jsonl
+python benchmarks/bt_speed.py --data DATA --updates 35 --skip 5 [--init-checkpoint CKPT]
+python benchmarks/bt_profile.py --data DATA [--checkpoint CKPT]
+bash benchmarks/fp16_cuda_check.sh DATA OUT
+python benchmarks/report.py        # then this page and the README's table
+```
+
+Scores are sacreBLEU and chrF on detokenized text with their signatures (`scoring.py`), plus
+two diagnostics of unsupervised MT's failure modes: the share of distinct outputs (a collapsed
+model repeats itself) and the share of output words copied from the source."""
+
+REFERENCES = """\
+## Reference points (not measured here)
+
+| system | test_2016_flickr en→fr | fr→en | source |
+|---|---|---|---|
+| fairseq `online_backtranslation` (DAE + BT, no pretraining; 1 + 6 layers, d = 128, 8k joint sentencepiece; 86 minutes on 2 CPU cores) | 1.55 | 1.43 | the project brief's anchor, sacreBLEU |
+| Lample et al. 2018, *Unsupervised Machine Translation Using Monolingual Corpora Only* (full-size model) | 32.76 | 32.07 | the paper, Multi30k-Task1 |
+
+The study's own WMT14 en–fr figures (Table 2) are printed next to a run's by
+`examples/wmt14_enfr/run.sh`."""
+
+
+def ablation_section(rows, ledger: Path, out_dir: Path) -> str:
+    parts = [f"## Curation ablation and recipes: Multi30k, unsupervised split "
+             f"([ledger]({link(ledger, out_dir)}), {len(rows)} runs)",
+             "",
+             "Test set test_2016_flickr both ways, beam 4, from the checkpoint with the best mean "
+             "validation BLEU; ± is the sample standard deviation over seeds. The tables are grouped "
+             "by recipe: runs of different recipes are never averaged together. Wall times are as "
+             "recorded; a run that shared the machine or was interrupted and resumed says so in its "
+             "record's `recorded.note`."]
+    if PLOT.exists():
+        parts += ["", f"Validation BLEU against updates, every run (one panel per model size; drawn by "
+                      f"`curation_ablation.py --report-only`): [{PLOT.name}]({link(PLOT, out_dir)})."]
+    for name in recipe_order(rows):
+        runs = [r for r in rows if recipe_of(r) == name]
+        parts += ["", f"### Recipe `{name}`", "", RECIPES.get(name, "(no description in benchmarks/report.py)")]
+        parts += ["", "| model | system | seeds | en→fr BLEU | fr→en BLEU | mean BLEU | en→fr chrF | fr→en chrF |",
+                  "|---|---|---|---|---|---|---|---|"]
+        groups = groups_of(runs)
+        for (_name, arch, system) in sorted(groups, key=lambda k: (k[1], SYSTEMS.index(k[2]))):
+            group = groups[(_name, arch, system)]
+            cells = [fmt([r[d] for r in group]) for d, _ in DIRECTIONS] + [fmt([r["mean"] for r in group])]
+            for d, _ in DIRECTIONS:
+                values = chrf_values(group, d)
+                cells.append(fmt(values) if values else "–")
+            parts.append(f"| `{arch}` | {system} | {seeds_text(group)} | " + " | ".join(cells) + " |")
+        parts += ["", "Runs:", "",
+                  "| model | seed | system | en→fr | fr→en | mean | Δ mean vs baseline | validation BLEU at update | "
+                  "fine-tuning wall (min) | recorded |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        baseline = {(r["arch"], r["seed"]): r["mean"] for r in runs if r["system"] == "baseline"}
+        for r in runs:
+            key = (r["arch"], r["seed"])
+            delta = signed(r["mean"] - baseline[key]) if r["system"] != "baseline" and key in baseline else ""
+            curve = ", ".join(f"{u}: {b:.2f}" for u, b in r.get("valid_bleu") or [])
+            wall = f"{r['finetune_wall_s'] / 60:.1f}" if r.get("finetune_wall_s") is not None else "–"
+            rec = r.get("recorded") or {}
+            when = ", ".join(str(rec[k]) for k in ("date", "commit") if rec.get(k)) or "–"
+            parts.append(f"| `{r['arch']}` | {r['seed']} | {r['system']} | {r['en-fr']:.2f} | {r['fr-en']:.2f} | "
+                         f"{r['mean']:.2f} | {delta} | {curve} | {wall} | {when} |")
+        diagnostics = captured(report_diagnostics, runs)
+        if diagnostics:
+            parts += ["", "chrF and diagnostics (distinct: share of distinct outputs; copied: share of output "
+                          "words found in the source; paired bootstrap p against the baseline where recorded):",
+                      "", diagnostics.replace("\nsignatures:", "\nSignatures:")]
+        else:
+            parts += ["", "Signatures, chrF and diagnostics: not recorded for these runs."]
+        parts += bootstrap_table(runs)
+        commands, recorded = commands_of(name, runs)
+        if commands:
+            parts += ["", "Command" + ("s recorded in the ledger:" if recorded else
+                                       " (not recorded in these ledger records; the recipe's command from "
+                                       "benchmarks/report.py):"), "", "```bash", *commands, "```"]
+    paired = "\n".join([captured(report_paired, rows), *recipe_comparisons(rows)]).strip()
+    if paired:
+        parts += ["", "### Paired by seed",
+                  "",
+                  "Each system against its recipe's baseline of the same size, and each current recipe's "
+                  "system against the same system of the legacy recipe and of the recipe its records were compared with: the per-seed differences of the mean "
+                  "BLEU, their mean and a 95% Student t interval (none with one seed).",
+                  "", paired]
+    return "\n".join(parts)
+
+
+def round_trip_section(records, ledger: Path, out_dir: Path) -> str:
+    parts = [f"## Round-trip model selection ([ledger]({link(ledger, out_dir)}), {len(records)} records)", "",
+             "| run | checkpoints | Spearman ρ (p) | selected by parallel BLEU | selected by round-trip BLEU | "
+             "recorded | command |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records:
+        parts.append(f"| `{r.get('run_dir')}` | {r.get('n_checkpoints')} | {r.get('spearman_rho')} "
+                     f"({r.get('spearman_p')}) | {r.get('selected_by_parallel_bleu')} | "
+                     f"{r.get('selected_by_round_trip_bleu')} | {r.get('date', '–')}, {r.get('commit', '–')} | "
+                     f"`{r.get('command', '–')}` |")
+    return "\n".join(parts)
+
+
+def benchmarks_readme(results_dir: Path, out: Path, readme: Path) -> str:
+    out_dir = out.resolve().parent
+    parts = [INTRO.format(results=link(results_dir.resolve(), out_dir), readme=link(readme.resolve(), out_dir))]
+    ledgers = sorted(results_dir.glob("*.jsonl"))
+    ablation = results_dir / "curation_ablation.jsonl"
+    if ablation.exists():
+        parts.append(ablation_section(ablation_rows(ablation), ablation.resolve(), out_dir))
+    round_trip = results_dir / "round_trip_selection.jsonl"
+    if round_trip.exists():
+        parts.append(round_trip_section(read_ledger(round_trip), round_trip.resolve(), out_dir))
+    else:
+        parts.append("## Round-trip model selection\n\nNo runs recorded yet (`round_trip_selection.py "
+                     "--results-log benchmarks/results/round_trip_selection.jsonl`).")
+    others = [p for p in ledgers if p.name not in (ablation.name, round_trip.name)]
+    if others:
+        parts.append("## Other ledgers\n\n" + "\n".join(
+            f"- [{p.name}]({link(p.resolve(), out_dir)}): {len(read_ledger(p))} records (no section in "
+            "benchmarks/report.py yet)" for p in others))
+    parts.append(REFERENCES)
+    return "\n\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def generate(results_dir: Path, readme: Path, out: Path):
+    """{path: the text report.py would write there}."""
+    if not results_dir.is_dir():
+        raise ReportError(f"--results-dir {results_dir}: no such directory")
+    ablation = results_dir / "curation_ablation.jsonl"
+    rows = ablation_rows(ablation) if ablation.exists() else []
+    if not readme.exists():
+        raise ReportError(f"--readme {readme}: no such file")
+    readme_dir = readme.resolve().parent
+    block = readme_results(rows, link(ablation.resolve(), readme_dir), link(out.resolve(), readme_dir))
+    return {readme: splice_readme(readme.read_text(encoding="utf-8"), block, readme),
+            out: benchmarks_readme(results_dir, out, readme)}
+
+
+def write(path: Path, text: str):
+    fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results-dir", type=Path, default=BENCHMARKS / "results",
+                        help="the ledgers, *.jsonl (default: benchmarks/results)")
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md",
+                        help=f"the README whose table between {BEGIN} and {END} is filled (default: README.md)")
+    parser.add_argument("--out", type=Path, default=BENCHMARKS / "README.md",
+                        help="the benchmark report (default: benchmarks/README.md)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if either file differs from what would be written")
+    args = parser.parse_args(argv)
+    try:
+        texts = generate(args.results_dir, args.readme, args.out)
+        if args.check:
+            stale = [str(p) for p, text in texts.items()
+                     if not p.exists() or p.read_text(encoding="utf-8") != text]
+            if stale:
+                print(f"report.py --check: {' and '.join(stale)} differ from the ledgers in {args.results_dir}; "
+                      "run python benchmarks/report.py", file=sys.stderr)
+                return 1
+            return 0
+        for path, text in texts.items():
+            write(path, text)
+    except (ReportError, OSError) as error:
+        print(f"report.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

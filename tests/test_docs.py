@@ -1,0 +1,99 @@
+"""The documentation: README.md is a manual of at most 300 lines, its results table and
+benchmarks/README.md are generated from the committed ledgers (benchmarks/report.py), and every
+relative link in the docs points to a file that exists."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote
+
+REPO = Path(__file__).resolve().parent.parent
+REPORT = REPO / "benchmarks" / "report.py"
+LEDGER = REPO / "benchmarks" / "results" / "curation_ablation.jsonl"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def report(*args):
+    return subprocess.run([sys.executable, str(REPORT), *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO)
+
+
+def results_block(readme: Path) -> str:
+    text = readme.read_text(encoding="utf-8")
+    return text[text.index(BEGIN):text.index(END)]
+
+
+def test_readme_is_a_manual_of_at_most_300_lines():
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 300, f"README.md has {len(lines)} lines; move details to docs/"
+
+
+def test_committed_reports_are_generated_from_the_ledgers():
+    result = report("--check")
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_tables_come_from_the_ledger(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy(LEDGER, results / LEDGER.name)
+    readme, out = tmp_path / "README.md", tmp_path / "BENCHMARKS.md"
+    shutil.copy(REPO / "README.md", readme)
+    paths = ["--results-dir", results, "--readme", readme, "--out", out]
+
+    assert report(*paths).returncode == 0
+    before_readme, before_out = results_block(readme), out.read_text(encoding="utf-8")
+    assert report(*paths, "--check").returncode == 0
+    assert "test-only-recipe" not in before_readme + before_out
+
+    test = {d: {"bleu": b, "chrf": 77.7, "bleu_signature": "sig-bleu", "chrf_signature": "sig-chrf",
+                "distinct": 1.0, "copied": 0.0} for d, b in (("en-fr", 98.76), ("fr-en", 97.65))}
+    fake = {"arch": "smallcap_very_small", "seed": 7, "system": "baseline", "recipe": "test-only-recipe",
+            "en-fr": 98.76, "fr-en": 97.65, "mean": (98.76 + 97.65) / 2, "test": test,
+            "finetune_wall_s": 60.0, "valid_bleu": [[200, 50.0]], "command": "python reproduce-the-fake-run.py",
+            "recorded": {"date": "2000-01-01", "commit": "0000000"}}
+    with open(results / LEDGER.name, "a", encoding="utf-8") as f:
+        f.write(json.dumps(fake) + "\n")
+
+    stale = report(*paths, "--check")  # the committed files no longer match the ledger
+    assert stale.returncode == 1
+    assert len(stale.stderr.strip().splitlines()) == 1 and "report.py" in stale.stderr
+
+    assert report(*paths).returncode == 0
+    after_readme, after_out = results_block(readme), out.read_text(encoding="utf-8")
+    assert after_readme != before_readme and after_out != before_out
+    # the best recipe now is the fake one: its scores and its recorded command fill the README's table
+    assert "| `test-only-recipe` | `smallcap_very_small` | baseline | 1 (seed 7) | 98.76 | 97.65 | 77.70 | 77.70 |" \
+        in after_readme
+    assert "python reproduce-the-fake-run.py" in after_readme
+    assert "### Recipe `test-only-recipe`" in after_out and "98.76" in after_out
+    # the rest of the README is left as it was
+    text = readme.read_text(encoding="utf-8")
+    original = (REPO / "README.md").read_text(encoding="utf-8")
+    assert text[:text.index(BEGIN)] == original[:original.index(BEGIN)]
+    assert text[text.index(END):] == original[original.index(END):]
+    assert report(*paths, "--check").returncode == 0
+
+
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)|!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def relative_links(path: Path):
+    text = path.read_text(encoding="utf-8")
+    text = re.sub(r"```.*?```", "", text, flags=re.S)  # (code blocks hold no links)
+    for match in LINK.finditer(text):
+        target = match.group(1) or match.group(2)
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+            continue  # a URL, or an anchor in the same file
+        yield unquote(target.split("#", 1)[0])
+
+
+def test_relative_links_point_to_existing_files():
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "benchmarks" / "README.md",
+            *sorted((REPO / "examples").glob("*/README.md"))]
+    broken = [f"{path.relative_to(REPO)}: {target}" for path in docs for target in relative_links(path)
+              if not (path.parent / target).exists()]
+    assert not broken, "broken links:\n" + "\n".join(broken)
+    assert any(True for _ in relative_links(REPO / "README.md"))
