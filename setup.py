@@ -16,8 +16,8 @@ setup(
         "curation": ["opusfilter==3.3.1", "regex", "xxhash"],
         # its language-identification rule (OpusFilter 3.3.1 needs py3langid < 0.4)
         "langid": ["py3langid==0.3.0"],
-        # smallcap-curate --engine datatrove (pipelines past one machine)
-        "datatrove": ["datatrove==0.10.1"],
+        # smallcap-curate's default engine (--executor local|slurm|ray): a datatrove pipeline
+        "datatrove": ["datatrove==0.10.1", "tokenizers==0.23.3"],  # its dedup module imports tokenizers
         # smallcap-embeddings (skip-gram subword embeddings for --init-embeddings)
         "embeddings": ["gensim>=4.3"],
         # the benchmarks' plots

@@ -392,6 +392,26 @@ def round_trip_section(records, ledger: Path, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def curation_speed_section(records, ledger: Path, out_dir: Path) -> str:
+    parts = [f"## Curation engines ([ledger]({link(ledger, out_dir)}), {len(records)} records)", "",
+             "`smallcap-curate` on the same input with the datatrove engine (`--executor local`) and the "
+             "builtin process pool, run back to back by `benchmarks/curation_speed.py`; the ratio is "
+             "datatrove's lines/s over builtin's.", "",
+             "| lines | workers | tasks | builtin lines/s | datatrove lines/s | ratio | same outputs | "
+             "recorded | command |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        f = r.get("figures") or {}
+        commit = (r.get("git_commit") or "–")[:7] + (" + uncommitted changes" if r.get("git_uncommitted") else "")
+        machine = r.get("machine")
+        if isinstance(machine, dict):
+            machine = f"{machine.get('arch')}, {machine.get('cpus')} cores, load {(machine.get('load_avg_before') or ['?'])[0]}"
+        parts.append(f"| {f.get('lines'):,} | {f.get('workers')} | {f.get('tasks')} | {f.get('builtin_lines_per_s')} | "
+                     f"{f.get('local_lines_per_s')} | {f.get('ratio_datatrove_to_builtin')} | {f.get('same_outputs')} | "
+                     f"{str(r.get('date', '–'))[:10]}, {commit}, {machine} | `{r.get('command', '–')}` |")
+    return "\n".join(parts)
+
+
 def benchmarks_readme(results_dir: Path, out: Path, readme: Path) -> str:
     out_dir = out.resolve().parent
     parts = [INTRO.format(results=link(results_dir.resolve(), out_dir), readme=link(readme.resolve(), out_dir))]
@@ -405,7 +425,10 @@ def benchmarks_readme(results_dir: Path, out: Path, readme: Path) -> str:
     else:
         parts.append("## Round-trip model selection\n\nNo runs recorded yet (`round_trip_selection.py "
                      "--results-log benchmarks/results/round_trip_selection.jsonl`).")
-    others = [p for p in ledgers if p.name not in (ablation.name, round_trip.name)]
+    speed = results_dir / "curation_speed.jsonl"
+    if speed.exists():
+        parts.append(curation_speed_section(read_ledger(speed), speed.resolve(), out_dir))
+    others = [p for p in ledgers if p.name not in (ablation.name, round_trip.name, speed.name)]
     if others:
         parts.append("## Other ledgers\n\n" + "\n".join(
             f"- [{p.name}]({link(p.resolve(), out_dir)}): {len(read_ledger(p))} records (no section in "

@@ -1,7 +1,8 @@
 """``smallcap-curate``: static curation of a monolingual corpus, before binarization.
 
     smallcap-curate --lang en --input news.en --output news.clean.en --rejects news.rejects.tsv \
-        [--rules length,url,...,langid,duplicate] [--workers 4] [--num-shards 8 --shard-id 3]
+        [--rules length,url,...,langid,duplicate] [--workers 4] [--tasks 16] [--num-shards 8 --shard-id 3] \
+        [--executor local|slurm|ray|builtin]
 
 Streams the input line by line (bytes, so that invalid UTF-8 is a reject with a reason, not a
 crash), applies the registered line rules of :mod:`fairseq_smallcap.curation.line_rules` in the
@@ -12,7 +13,14 @@ TSV ``line<TAB>rule<TAB>detail<TAB>text`` (text escaped: ``\\t``, ``\\\\``, unde
 ``\\xNN``); the summary (``--summary``, JSON, and a table on stdout) counts each rule, and
 kept + rejected = input always holds (it is checked).
 
-Scaling: ``--workers`` processes check lines in parallel (order is kept); ``--num-shards N
+Engines: by default (``--executor local``) the curation runs as a datatrove pipeline
+(:mod:`.datatrove_pipeline`: the rules as its filters, its exclusion writers for the rejects,
+its exact deduplication across tasks): the input is split into ``--tasks`` byte ranges (default
+``--workers``), ``--workers`` of them run at once, and ``--executor slurm`` or ``ray`` runs the
+same stages on a cluster. ``--executor builtin`` is this module's own process pool (no
+datatrove; what follows). Both give the same outputs, byte for byte.
+
+Scaling (builtin): ``--workers`` processes check lines in parallel (order is kept); ``--num-shards N
 --shard-id I`` processes the lines whose normalized text hashes to I modulo N, so the shards of
 one corpus can run on separate machines (e.g. a SLURM array) and deduplication stays exact
 across shards (every copy of a line falls in the same shard). Outputs are written to
@@ -213,10 +221,27 @@ def build_parser(argv) -> argparse.ArgumentParser:
                         help="comma-separated rules, applied in this order; 'duplicate' is the "
                              f"normalized deduplication. Registered: {', '.join(sorted(LINE_RULES.entries))}, "
                              "duplicate. Empty lines and invalid UTF-8 are always rejected")
-    parser.add_argument("--workers", type=int, default=1, help="processes checking lines")
+    parser.add_argument("--executor", choices=["local", "slurm", "ray", "builtin"], default="local",
+                        help="local, slurm, ray: a datatrove pipeline on this machine or a cluster "
+                             "(needs datatrove: pip install 'fairseq_smallcap[datatrove]'); builtin: "
+                             "this command's own process pool, no datatrove")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes at once: datatrove tasks run at once (default 1 locally, no "
+                             "limit on slurm/ray), or builtin's processes checking lines (default 1)")
+    parser.add_argument("--tasks", type=int, default=None,
+                        help="datatrove: byte ranges the input is split into (default --workers, 1); "
+                             "required with slurm and ray")
+    parser.add_argument("--work-dir", default=None,
+                        help="datatrove: intermediate files and datatrove's logs (default OUTPUT.work); "
+                             "on a shared filesystem for slurm/ray")
+    parser.add_argument("--keep-work", action="store_true",
+                        help="datatrove: keep the intermediate files (its logs and stats are kept anyway)")
+    parser.add_argument("--slurm-partition", default=None, help="--executor slurm: the partition (required)")
+    parser.add_argument("--slurm-time", default="24:00:00", help="--executor slurm: time limit of each job")
+    parser.add_argument("--slurm-mem-per-cpu-gb", type=int, default=4, help="--executor slurm: memory a task")
     parser.add_argument("--num-shards", type=int, default=1, help="split the corpus by normalized-text hash")
     parser.add_argument("--shard-id", type=int, default=0, help="the shard this run processes (0-based)")
-    parser.add_argument("--chunk-lines", type=int, default=2000, help="lines sent to a worker at once")
+    parser.add_argument("--chunk-lines", type=int, default=2000, help="builtin: lines sent to a worker at once")
     parser.add_argument("--log-interval", type=int, default=100_000, help="log progress every N lines")
     parser.add_argument("--curation-plugins", default="",
                         help="comma-separated modules (names or .py paths) that register more rules")
@@ -231,8 +256,20 @@ def check_args(args, rules: List[str]) -> None:
         raise CurateError(f"--input {args.input}: no such file")
     if args.num_shards < 1 or not 0 <= args.shard_id < args.num_shards:
         raise CurateError(f"--shard-id {args.shard_id} must be in [0, --num-shards {args.num_shards})")
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise CurateError(f"--workers {args.workers}: must be at least 1")
+    if args.executor == "builtin":
+        if args.tasks is not None:
+            raise CurateError("--tasks: only for the datatrove executors (local, slurm, ray), not builtin")
+    else:
+        if args.tasks is None:
+            if args.executor != "local":
+                raise CurateError(f"--executor {args.executor}: give --tasks (byte ranges of the input)")
+            args.tasks = args.workers or 1
+        if args.tasks < 1:
+            raise CurateError(f"--tasks {args.tasks}: must be at least 1")
+        if args.executor == "slurm" and not args.slurm_partition:
+            raise CurateError("--executor slurm: give --slurm-partition")
     paths = [os.path.abspath(p) for p in (args.input, args.output, args.rejects)]
     if len(set(paths)) != 3:
         raise CurateError("--input, --output and --rejects must be three different files")
@@ -253,6 +290,17 @@ def print_summary(summary: Dict) -> None:
     print(f"| {'kept':<14} | {summary['kept']:>10,} | {summary['kept'] / total:>7.2%} |")
 
 
+def run_datatrove(args, rules: List[str], summary_path: str) -> Optional[Dict]:
+    """The datatrove engine (imported here only: nothing else of the package imports datatrove)."""
+    try:
+        from . import datatrove_pipeline
+    except ImportError as e:
+        raise CurateError(f"--executor {args.executor} needs datatrove ({e}): pip install "
+                          f"'fairseq_smallcap[datatrove]', or use --executor builtin") from e
+    plugins = [p for p in args.curation_plugins.split(",") if p.strip()]
+    return datatrove_pipeline.run(args, rules, plugins, summary_path)
+
+
 def cli_main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     configure_logging()
@@ -260,16 +308,25 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser(argv).parse_args(argv)
         rules = [n.strip() for n in args.rules.split(",") if n.strip()]
         check_args(args, rules)
-        curator = StaticCurator(args.lang, rules, args, workers=args.workers,
-                                chunk_lines=args.chunk_lines, log_interval=args.log_interval)
-        summary = curator.run(args.input, args.output, args.rejects, args.num_shards, args.shard_id)
+        summary_path = args.summary or args.output + ".summary.json"
+        if args.executor == "builtin":
+            curator = StaticCurator(args.lang, rules, args, workers=args.workers or 1,
+                                    chunk_lines=args.chunk_lines, log_interval=args.log_interval)
+            summary = curator.run(args.input, args.output, args.rejects, args.num_shards, args.shard_id)
+            summary["engine"] = {"executor": "builtin", "workers": args.workers or 1}
+            with open(summary_path, "w") as f:
+                json.dump(summary, f, indent=2)
+        else:
+            summary = run_datatrove(args, rules, summary_path)
     except (CurateError, CurationConfigError) as e:
         return error_exit_status(PROG, e)
     except OSError as e:
         return error_exit_status(PROG, f"{e.filename or ''}: {e.strerror or e}")
-    summary_path = args.summary or args.output + ".summary.json"
-    with open(summary_path, "w") as f:
-        json.dump(summary, f, indent=2)
+    if summary is None:
+        print(f"submitted the datatrove stages to SLURM (--executor slurm); their logs: "
+              f"{os.path.abspath(args.work_dir or args.output + '.work')}/logs; the last job writes "
+              f"{args.output}, {args.rejects} and the summary {summary_path}")
+        return 0
     print_summary(summary)
     print(f"kept {summary['kept']:,} + rejected {summary['rejected_total']:,} = {summary['lines_in_shard']:,} "
           f"lines in {summary['seconds']:.1f} s; summary: {summary_path}")
