@@ -17,6 +17,7 @@ Loading the user dir changes no process-wide hook. Set ``SMALLCAP_TRACEBACK=1`` 
 exception and its traceback instead of the one line.
 """
 import functools
+import inspect
 import os
 import sys
 
@@ -59,4 +60,7 @@ def reported(method):
                 raise
             raise SystemExit(error_exit_status(os.path.basename(sys.argv[0]) or "fairseq", error)) from error
 
+    # fairseq reads some signatures with inspect.getfullargspec, which does not follow
+    # __wrapped__ (checkpoint_utils passes from_checkpoint=True only if build_model names it)
+    wrapper.__signature__ = inspect.signature(method)
     return wrapper

@@ -1,6 +1,7 @@
 """smallcap-embeddings (skip-gram subword embeddings) and the models' --init-embeddings."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 import fairseq_smallcap  # noqa: F401
 from fairseq_smallcap.models.pretrained_embeddings import read_vectors
 
-from conftest import TRAIN_FLAGS, run, tool
+from conftest import TRAIN_FLAGS, USER_DIR, run, tool
 
 DIM = 32  # TRAIN_FLAGS' --encoder-embed-dim and --decoder-embed-dim
 
@@ -175,6 +176,22 @@ def test_train_with_init_embeddings_logs_what_it_loaded(tiny_data, vectors, tmp_
     assert (f"--init-embeddings: loaded {n:,} {DIM}-dimensional vectors of {path} into the encoder "
             f"and decoder embeddings (rows 4..{n + 3}") in result.stdout
     assert f"symbols never seen when training the vectors: {len(summary['unseen']):,}" in result.stdout
+
+
+def test_fairseq_generate_loads_a_checkpoint_without_the_embeddings_file(tiny_data, vectors, tmp_path):
+    """fairseq's loader passes from_checkpoint=True only to a build_model that names it (read with
+    inspect.getfullargspec): the checkpoint's weights replace the vectors, whose file may be gone."""
+    path, _ = vectors
+    vec = shutil.copy(path, tmp_path / "gone.vec")
+    run([tool("fairseq-train"), tiny_data, *TRANSFORMER_FLAGS, "--init-embeddings", vec,
+         "--lambda-mass", "1", "--max-update", "1", "--save-dir", tmp_path / "ckpt"])
+    Path(vec).unlink()
+    result = run([tool("fairseq-generate"), tiny_data, "--user-dir", USER_DIR, "--task", "unsupervised_translation",
+                  "-s", "en", "-t", "fr", "--gen-subset", "test", "--path", tmp_path / "ckpt" / "checkpoint_last.pt",
+                  "--cpu", "--max-sentences", "8", "--max-len-b", "5"], check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--init-embeddings: loaded" not in result.stdout
+    assert result.stdout.count("\nH-") == 1000
 
 
 def edited(path, out, edit):
