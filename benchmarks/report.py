@@ -412,6 +412,56 @@ def curation_speed_section(records, ledger: Path, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def time_to_quality_section(records, ledger: Path, out_dir: Path) -> str:
+    parts = [f"## Time to quality against fairseq's `online_backtranslation` ([ledger]({link(ledger, out_dir)}), "
+             f"{len(records)} records)", "",
+             "`benchmarks/time_to_quality.py` trains the anchor (fairseq's `online_backtranslation`) and our recipe "
+             "(`mass-fixed+emb128`: skip-gram embeddings, MASS, DAE + online BT) for the same wall-clock budget on "
+             "the same machine and data, and scores every kept checkpoint of both the same way: Multi30k val both "
+             "ways, greedy decoding, sacreBLEU. Minutes are wall-clock since the system's training began (ours: the "
+             "embeddings and MASS included). The level is the anchor's validation BLEU (mean of both directions) at "
+             "the end of its budget; the ratio is the anchor's minutes to first reach it over ours (above 1: ours is "
+             "faster). Test: test_2016_flickr, the last checkpoint of each system, greedy.", "",
+             "| budget (min) | anchor's level | anchor: min to level | ours: min to level | ratio anchor / ours | "
+             "test BLEU anchor en→fr, fr→en | test BLEU ours en→fr, fr→en | test chrF anchor, ours (en→fr) | "
+             "recorded | command |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    curves = []
+    for r in records:
+        f = r.get("figures") or {}
+        reach = f.get("minutes_to_level") or {}
+        test = f.get("test") or {}
+
+        def bleu(system):
+            last = (test.get(system) or {}).get("last") or {}
+            return ", ".join(f"{last[d]['bleu']:.2f}" if d in last else "–" for d, _ in DIRECTIONS)
+
+        chrf = ", ".join(f"{((test.get(s) or {}).get('last') or {}).get('en-fr', {}).get('chrf', float('nan')):.2f}"
+                         for s in ("anchor", "ours"))
+        ratio = f.get("ratio_anchor_over_ours")
+        ratio_text = "never reached by ours" if ratio is None else f"{ratio:.2f} ({f.get('ratio_kind', '')})"
+        setup = r.get("setup") or {}
+        machine = f"{r.get('machine', '–')}, OMP_NUM_THREADS={r.get('omp_num_threads')}" + (
+            ", side by side" if setup.get("side_by_side") else "")
+        lines = f" (first {setup['valid_lines']} val sentences)" if setup.get("valid_lines") else ""
+        parts.append(f"| {f.get('budget_minutes')} | {f.get('anchor_level', float('nan')):.2f}{lines} | {reach.get('anchor', '–')} | "
+                     f"{reach.get('ours') if reach.get('ours') is not None else 'never'} | {ratio_text} | {bleu('anchor')} | "
+                     f"{bleu('ours')} | {chrf} | {str(r.get('date', '–'))[:10]}, {(r.get('git_commit') or '–')[:7]}, "
+                     f"{machine} | `{r.get('command', '–')}` |")
+        for system in ("anchor", "ours"):
+            points = (f.get("curves") or {}).get(system) or []
+            curves.append(f"| {str(r.get('date', '–'))[:10]} | {system} | "
+                          + ", ".join(f"{p['minutes']:.1f}: {p['bleu']:.2f}" for p in points) + " |")
+    parts += ["", "Validation BLEU (mean of both directions) at minute:", "", "| recorded | system | minute: BLEU |",
+              "|---|---|---|", *curves]
+    signatures = [((r.get("figures") or {}).get("test") or {}).get("ours", {}).get("last", {}).get("en-fr", {})
+                  for r in records]
+    signatures = [s for s in signatures if s.get("bleu_signature")]
+    if signatures:
+        parts += ["", f"Signatures: BLEU `{signatures[-1]['bleu_signature']}`; chrF `{signatures[-1]['chrf_signature']}`."]
+    return "\n".join(parts)
+
+
 def benchmarks_readme(results_dir: Path, out: Path, readme: Path) -> str:
     out_dir = out.resolve().parent
     parts = [INTRO.format(results=link(results_dir.resolve(), out_dir), readme=link(readme.resolve(), out_dir))]
@@ -428,7 +478,14 @@ def benchmarks_readme(results_dir: Path, out: Path, readme: Path) -> str:
     speed = results_dir / "curation_speed.jsonl"
     if speed.exists():
         parts.append(curation_speed_section(read_ledger(speed), speed.resolve(), out_dir))
-    others = [p for p in ledgers if p.name not in (ablation.name, round_trip.name, speed.name)]
+    time_to_quality = results_dir / "time_to_quality.jsonl"
+    if time_to_quality.exists():
+        parts.append(time_to_quality_section(read_ledger(time_to_quality), time_to_quality.resolve(), out_dir))
+    else:
+        parts.append("## Time to quality against fairseq's `online_backtranslation`\n\nNo runs recorded yet "
+                     "(`python benchmarks/time_to_quality.py --work runs/ttq --minutes 86 --checkpoint-minutes 5 "
+                     "--results-log benchmarks/results/time_to_quality.jsonl --plot runs/ttq/time_to_quality.png`).")
+    others = [p for p in ledgers if p.name not in (ablation.name, round_trip.name, speed.name, time_to_quality.name)]
     if others:
         parts.append("## Other ledgers\n\n" + "\n".join(
             f"- [{p.name}]({link(p.resolve(), out_dir)}): {len(read_ledger(p))} records (no section in "

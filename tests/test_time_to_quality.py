@@ -1,0 +1,102 @@
+"""benchmarks/time_to_quality.py end to end in tiny form: both systems trained for a few seconds
+of wall clock on the tiny Multi30k slice, every kept checkpoint scored, one ledger record; then
+re-run on the same WORK (training and scoring skipped) and the ratio's rule on made-up curves."""
+import json
+import sys
+from pathlib import Path
+
+from conftest import REPO_ROOT, run
+
+BENCHMARKS = REPO_ROOT / "benchmarks"
+SCRIPT = BENCHMARKS / "time_to_quality.py"
+TINY_MODEL = ("--encoder-embed-dim 32 --decoder-embed-dim 32 --encoder-ffn-embed-dim 64 "
+              "--decoder-ffn-embed-dim 64 --decoder-layers 2 --num-workers 0")
+
+
+def first_at_or_above(curve, level):
+    return next((p["minutes"] for p in curve if p["bleu"] >= level), None)
+
+
+def test_time_to_quality_end_to_end(tiny_data, tmp_path):
+    work, ledger, plot = tmp_path / "work", tmp_path / "ttq.jsonl", tmp_path / "ttq.png"
+    command = [sys.executable, SCRIPT, "--work", work, "--data", tiny_data, "--minutes", "0.3",
+               "--checkpoint-minutes", "0.1", "--save-every-updates", "1", "--max-tokens", "600",
+               "--emb-dim", "32", "--extra", TINY_MODEL, "--threads", "1", "--valid-lines", "16",
+               "--test-lines", "16", "--results-log", ledger]
+    first = run([*command, "--plot", plot])
+    assert "[anchor] kept" in first.stdout and "[ours] kept" in first.stdout
+    assert plot.stat().st_size > 0
+
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert len(records) == 1
+    record = records[0]
+    assert record["benchmark"] == "time_to_quality" and record["recipe"] == "mass-fixed+emb128"
+    for key in ("command", "git_commit", "machine", "omp_num_threads", "date"):
+        assert key in record, key
+    assert "cores" in record["machine"] and "time_to_quality.py" in record["command"]
+    figures = record["figures"]
+    curves = figures["curves"]
+    for system in ("anchor", "ours"):
+        curve = curves[system]
+        assert curve, system
+        minutes = [p["minutes"] for p in curve]
+        assert minutes == sorted(minutes) and len(set(minutes)) == len(minutes), (system, minutes)
+        assert minutes[0] > 0
+        for p in curve:
+            for key in ("en-fr", "fr-en", "bleu"):
+                assert 0 <= p[key] <= 100, (system, p)
+            assert abs(p["bleu"] - (p["en-fr"] + p["fr-en"]) / 2) <= 0.01
+        for which in ("last", "best_valid"):
+            test = figures["test"][system][which]
+            for direction in ("en-fr", "fr-en"):
+                assert 0 <= test[direction]["bleu"] <= 100 and 0 <= test[direction]["chrf"] <= 100
+                assert test[direction]["bleu_signature"].startswith("nrefs:1")
+                assert test[direction]["chrf_signature"].startswith("nrefs:1")
+        assert figures["test"][system]["last"]["checkpoint"] == curve[-1]["checkpoint"]
+    # ours' curve runs through its stages in order: MASS, then DAE + BT
+    stages = [p["stage"] for p in curves["ours"]]
+    assert stages == sorted(stages, key=("mass", "finetune").index) and stages[-1] == "finetune"
+    assert {p["stage"] for p in curves["anchor"]} == {"train"}
+    ends = figures["ours_stage_end_minutes"]
+    assert 0 < ends["embeddings"] <= curves["ours"][0]["minutes"] and ends["embeddings"] < ends["mass"] < ends["finetune"]
+
+    # the level and the ratio, recomputed from the curves
+    level = curves["anchor"][-1]["bleu"]
+    assert figures["anchor_level"] == level
+    anchor_min, ours_min = first_at_or_above(curves["anchor"], level), first_at_or_above(curves["ours"], level)
+    assert figures["minutes_to_level"] == {"anchor": anchor_min, "ours": ours_min}
+    if ours_min is None:
+        assert figures["ratio_anchor_over_ours"] is None
+    else:
+        assert abs(figures["ratio_anchor_over_ours"] - anchor_min / ours_min) < 1e-3
+        assert figures["reached_at_first_checkpoint"] == {"anchor": anchor_min == curves["anchor"][0]["minutes"],
+                                                          "ours": ours_min == curves["ours"][0]["minutes"]}
+
+    # re-run on the same WORK: nothing is trained or scored again, the figures are the same
+    second = run(command)
+    assert "[anchor] trained (done.json): skipped" in second.stdout
+    assert "[ours] trained (done.json): skipped" in second.stdout
+    assert "valid BLEU" not in second.stdout and "test BLEU" not in second.stdout  # (from the caches)
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert len(records) == 2 and records[1]["figures"]["curves"] == curves
+
+
+def test_ratio_rule():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from time_to_quality import time_to_quality
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def curve(*points):
+        return [{"minutes": m, "bleu": b} for m, b in points]
+
+    anchor = curve((10, 0.5), (20, 1.0), (30, 1.5), (40, 1.4))
+    exact = time_to_quality({"anchor": anchor, "ours": curve((5, 0.2), (10, 1.5), (20, 3.0))})
+    assert exact["anchor_level"] == 1.4 and exact["minutes_to_level"] == {"anchor": 30, "ours": 10}
+    assert exact["ratio_anchor_over_ours"] == 3.0 and exact["ratio_kind"].startswith("exact")
+    lower = time_to_quality({"anchor": anchor, "ours": curve((5, 2.0), (10, 3.0))})
+    assert lower["ratio_anchor_over_ours"] == 6.0 and lower["ratio_kind"].startswith("lower bound")
+    never = time_to_quality({"anchor": anchor, "ours": curve((5, 0.1), (50, 1.39))})
+    assert never["ratio_anchor_over_ours"] is None and never["minutes_to_level"]["ours"] is None
+    assert "never" in never["ratio_kind"]
