@@ -11,10 +11,11 @@ FAIRSEQ_NEEDS := torch==2.13.0 "numpy>=1.21.3" cython cffi "hydra-core==1.3.2" "
 # Curation: OpusFilter (its filters), py3langid (language id; OpusFilter 3.3.1 calls
 # LanguageIdentifier.from_pickled_model, gone in py3langid 0.4), xxhash (dedup hashes);
 # the WMT14 recipe: Moses tokenizer and subword-nmt; benchmark plots: matplotlib;
-# smallcap-embeddings (--init-embeddings): gensim; smallcap-curate's engine: datatrove.
+# smallcap-embeddings (--init-embeddings): gensim; smallcap-curate's engine: datatrove;
+# smallcap-export-ct2 / smallcap-translate: ctranslate2.
 PLUGIN_NEEDS  := sentencepiece pytest opusfilter==3.3.1 py3langid==0.3.0 xxhash \
                  opus-fast-mosestokenizer subword-nmt matplotlib gensim==4.4.0 \
-                 datatrove==0.10.1 tokenizers==0.23.3
+                 datatrove==0.10.1 tokenizers==0.23.3 ctranslate2==4.8.5
 
 .PHONY: install test demo param-table clean-venv
 

@@ -8,6 +8,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["fairseq_smallcap", "fairseq_smallcap.*"]),
+    package_data={"fairseq_smallcap.compression": ["ipq_config.yaml"]},
     # fairseq-fixed is installed by `make install` (it needs --no-build-isolation --no-deps).
     # Loading the user dir needs only these; each extra is imported where it is used.
     install_requires=["sentencepiece", "sacrebleu>=2.0", "numpy"],
@@ -20,6 +21,9 @@ setup(
         "datatrove": ["datatrove==0.10.1", "tokenizers==0.23.3"],  # its dedup module imports tokenizers
         # smallcap-embeddings (skip-gram subword embeddings for --init-embeddings)
         "embeddings": ["gensim>=4.3"],
+        # smallcap-export-ct2, smallcap-translate (CTranslate2 inference); pinned: the export adds
+        # our model name to the fairseq converter's internal set of supported models
+        "ct2": ["ctranslate2==4.8.5"],
         # the benchmarks' plots
         "plot": ["matplotlib"],
         # the WMT14 recipe (examples/wmt14_enfr): Moses tokenizer, subword-nmt BPE
@@ -36,6 +40,13 @@ setup(
             "smallcap-seqkd = fairseq_smallcap.distillation.sequence_kd:cli_main",
             "smallcap-cut-layers = fairseq_smallcap.distillation.cut_layers:cli_main",
             "smallcap-embeddings = fairseq_smallcap.embeddings:cli_main",
+            "smallcap-export-ct2 = fairseq_smallcap.compression.ct2_export:cli_main",
+            "smallcap-translate = fairseq_smallcap.compression.translate:cli_main",
+            "smallcap-prune-rounds = fairseq_smallcap.compression.prune_cli:rounds_main",
+            "smallcap-prune-finalize = fairseq_smallcap.compression.prune_cli:finalize_main",
+            "smallcap-prune-structured = fairseq_smallcap.compression.structured_cli:cli_main",
+            "smallcap-lowrank = fairseq_smallcap.compression.lowrank_cli:cli_main",
+            "smallcap-baseline-decode = fairseq_smallcap.compression.baselines:cli_main",
         ]
     },
 )

@@ -35,6 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .cli import configure_logging, error_exit_status
+from .errors import SmallcapError
 from .models.pretrained_embeddings import EmbeddingsError
 
 logger = logging.getLogger("fairseq_smallcap.embeddings")

@@ -87,7 +87,9 @@ PACKAGE = Path(USER_DIR)
 # command-line tools -> task / criterion / models -> data and curation primitives -> fairseq
 TOOLS = {"__init__", "cli", "prepare", "back_parallel", "pseudo_parallel", "embeddings", "param_table",
          "distributed_train", "curation.static_curator", "curation.datatrove_pipeline",
-         "distillation.teacher_topk", "distillation.sequence_kd", "distillation.cut_layers"}
+         "distillation.teacher_topk", "distillation.sequence_kd", "distillation.cut_layers",
+         "compression.prune_cli", "compression.structured_cli", "compression.lowrank_cli", "compression.ct2_export",
+         "compression.translate", "compression.baselines"}
 COMPONENTS = {"tasks", "criterions", "models"}
 
 

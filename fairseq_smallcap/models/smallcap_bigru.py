@@ -57,6 +57,7 @@ from torch import Tensor
 from ..errors import SmallcapError, reported
 from .pretrained_embeddings import init_embeddings, task_dict_path
 from .smallcap_transformer import check_vocabulary
+from ..compression import pruning  # magnitude pruning options
 
 DEFAULT_MAX_POSITIONS = 1024
 
@@ -109,6 +110,7 @@ class SmallcapBiGRUModel(FairseqEncoderDecoderModel):
                                  "smallcap-embeddings for the data's dict.txt, rescaled to the "
                                  "std 0.1/sqrt(3) of the uniform(-0.1, 0.1) initialisation; "
                                  "ignored when building a model to load a checkpoint into")
+        pruning.add_pruning_args(parser)  # --prune-*
         # fmt: on
 
     @classmethod
@@ -139,12 +141,17 @@ class SmallcapBiGRUModel(FairseqEncoderDecoderModel):
             init_embeddings(path, src_dict, task_dict_path(task),
                             [("encoder", encoder_embed), ("decoder", decoder_embed)],
                             target_std=lambda dim: 0.1 / 3 ** 0.5)
-        return cls(encoder, decoder)
+        return pruning.prepare_model(cls(encoder, decoder), args)  # --prune-*: weight_orig/weight_mask
+
+    def set_num_updates(self, num_updates):
+        super().set_num_updates(num_updates)
+        pruning.on_update(self, num_updates)  # --prune-*: the sparsity schedule
 
     @reported
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         """Report a checkpoint trained with another dictionary in one clear line."""
         check_vocabulary(self, state_dict)
+        pruning.adapt_state_dict(self, state_dict)  # masks: dense <-> pruned checkpoints
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
 

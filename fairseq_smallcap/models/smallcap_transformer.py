@@ -19,6 +19,8 @@ from fairseq.models.transformer import TransformerModel, base_architecture
 
 from ..errors import DictionaryMismatchError, reported  # noqa: F401  (DictionaryMismatchError: raised here)
 from .pretrained_embeddings import init_embeddings, task_dict_path
+from ..compression.lowrank import add_low_rank_args, apply_low_rank_args  # low-rank factorisation options
+from ..compression import pruning  # magnitude / structured pruning options
 
 # encoder layers, width, heads of Table 1
 TABLE1_SIZES = {
@@ -63,6 +65,8 @@ class SmallcapTransformerModel(TransformerModel):
                                  "smallcap-embeddings for the data's dict.txt, rescaled to the "
                                  "std dim**-0.5 of fairseq's initialisation; ignored when "
                                  "building a model to load a checkpoint into")
+        add_low_rank_args(parser)
+        pruning.add_pruning_args(parser, attention_heads=True)  # --prune-*, --*-heads-kept
 
     @classmethod
     @reported
@@ -74,11 +78,18 @@ class SmallcapTransformerModel(TransformerModel):
                             [("encoder", model.encoder.embed_tokens),
                              ("decoder", model.decoder.embed_tokens)],
                             target_std=lambda dim: dim ** -0.5)
+        apply_low_rank_args(model, args)  # --low-rank-*: factorised Linear layers / embeddings
+        pruning.prepare_model(model, args)  # --prune-*: weight_orig/weight_mask; --*-heads-kept
         return model
+
+    def set_num_updates(self, num_updates):
+        super().set_num_updates(num_updates)
+        pruning.on_update(self, num_updates)  # --prune-*: the sparsity schedule
 
     @reported
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         check_vocabulary(self, state_dict)
+        pruning.adapt_state_dict(self, state_dict)  # masks: dense <-> pruned checkpoints
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
 

@@ -1,0 +1,1 @@
+"""Making trained models smaller and faster: pruning, factorisation, quantization, export."""
