@@ -282,6 +282,9 @@ validation curve keeps the points from before the interruption.
 | `bt_speed.py` | DAE + online BT training throughput against fairseq's `online_backtranslation` on the same data, model and machine | none: `DATA/bt_speed.json` |
 | `bt_profile.py` | where the time of a DAE + BT update goes: back-translation decoding (fairseq's `SequenceGenerator` against our greedy decoder) and the forward + backward passes | none (prints) |
 | `fp16_cuda_check.sh` | fp16 on CUDA end to end: training with all three objectives, validation, a resume, `fairseq-generate --fp16` (needs a GPU; outside `make test`) | none (pass/fail) |
+| `time_to_quality.py` | validation BLEU against wall-clock minutes for fairseq's `online_backtranslation` (the anchor) and our recipe, same machine, scored the same way; the ratio of minutes to reach the anchor's end level | `results/time_to_quality.jsonl` (`--results-log`) |
+| `compression.py` | every compression variant of one checkpoint against `fairseq-generate` fp32 timed in the same run: parameters, size, peak memory, target tokens/s (threads × batch × beam), BLEU/chrF both ways, fidelity to the fp32 output, the Pareto set | `results/compression.jsonl` (`--results-log`) |
+| `curation_speed.py` | `smallcap-curate`'s lines/s with the datatrove engine against the builtin process pool, same input, back to back | `results/curation_speed.jsonl` (`--results-log`) |
 
 ```bash
 # the curation ablation: every stage resumes; one --work per recipe; runs are recorded in the ledger
@@ -462,6 +465,71 @@ def time_to_quality_section(records, ledger: Path, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def compression_section(records, ledger: Path, out_dir: Path) -> str:
+    """The compression benchmark's records (``benchmarks/compression.py``): per record, every
+    variant's figures, the ratios to the anchor, the Pareto frontier and issue 22's targets."""
+    parts = [f"## Compression: smaller and faster after training ([ledger]({link(ledger, out_dir)}), "
+             f"{len(records)} records)", "",
+             "`benchmarks/compression.py` measures every variant of one trained checkpoint against "
+             "`fairseq-generate` fp32 timed in the same invocation. Parameters: the floating-point tensors of "
+             "the model (non-zero: after pruning); MB: the checkpoint without optimizer state, or the whole "
+             "CTranslate2 model directory; RSS: the largest resident set of a decoding process (MiB); tokens/s: "
+             "sentencepiece pieces of the output per second of the tool's own decoding loop, en→fr on the first "
+             "test sentences; BLEU/chrF: test_2016_flickr both ways; fidelity: BLEU of the output against the fp32 "
+             "model's own output with the same decoding settings (mean of both ways). ✱: on the Pareto frontier "
+             "(size, tokens/s at batch 32 greedy, mean BLEU)."]
+    for r in records:
+        f = r.get("figures") or {}
+        setup = r.get("setup") or {}
+        variants = f.get("variants") or {}
+        threads = max(setup.get("threads") or [1])
+        commit = (r.get("git_commit") or r.get("commit") or "–")[:7] + (
+            " + uncommitted changes" if r.get("worktree_modified") else "")
+        load = r.get("load_avg_before")
+        parts += ["", f"### {str(r.get('date', '–'))[:10]}, {commit}: `{Path(str(setup.get('checkpoint', '–'))).name}`",
+                  "", f"{r.get('machine', '–')}, load {load[0] if load else '?'} before, OMP_NUM_THREADS="
+                  f"{r.get('omp_num_threads')}; quality: beam {setup.get('quality_beam')}, "
+                  f"{'first ' + str(setup['test_lines']) + ' sentences' if setup.get('test_lines') else 'all sentences'}; "
+                  f"speed: {setup.get('speed_sentences')} sentences {setup.get('speed_direction')}, {threads} threads "
+                  "in the ratios.", "",
+                  "| variant | params | non-zero | MB | RSS MiB | BLEU en→fr | fr→en | chrF en→fr | fr→en | fidelity | "
+                  "tok/s b1 greedy | tok/s b32 greedy | tok/s b32 beam 4 | × speed b32 greedy | × speed b32 beam 4 | "
+                  "× smaller | BLEU loss |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+        def tps(v, batch, beam):
+            entry = (v.get("speed") or {}).get(f"t{threads}.b{batch}.beam{beam}")
+            return f"{entry['tokens_per_s']:,.0f}" if entry and entry.get("tokens_per_s") else "–"
+
+        def num(x, spec="{:.2f}"):
+            return "–" if x is None else spec.format(x)
+
+        for name, v in variants.items():
+            t, q = v.get("test") or {}, v.get("ratios") or {}
+            label = f"{name} ✱" if name in (f.get("pareto") or []) else name
+            if v.get("fine_tuned"):
+                label += " (fine-tuned)"
+            parts.append(" | ".join([
+                f"| `{label}`", f"{v.get('params', 0):,}", f"{v.get('params_nonzero', 0):,}", num(v.get("size_mb")),
+                num(v.get("peak_rss_mib"), "{:.0f}"),
+                *(num((t.get(d) or {}).get(m)) for m in ("bleu",) for d, _ in DIRECTIONS),
+                *(num((t.get(d) or {}).get("chrf")) for d, _ in DIRECTIONS), num(v.get("fidelity")),
+                tps(v, 1, 1), tps(v, 32, 1), tps(v, 32, 4), num(q.get("speed_b32_greedy")),
+                num(q.get("speed_b32_beam4")), num(q.get("size")), num(q.get("bleu_loss"), "{:+.2f}")]) + " |")
+        parts += ["", "Pareto frontier: " + (", ".join(f"`{n}`" for n in f.get("pareto") or []) or "–") + "."]
+        goals = f.get("targets") or []
+        if goals:
+            parts += ["", "| target (issue 22) | status | measured |", "|---|---|---|"]
+            parts += [f"| {g['target']} | {g['status']} | {g['detail']} |" for g in goals]
+        for name, why in (f.get("skipped") or {}).items():
+            parts.append(f"\nSkipped `{name}`: {why}.")
+        test = next((v.get("test", {}).get("en-fr") for v in variants.values() if v.get("test")), None)
+        if test:
+            parts += ["", f"Signatures: BLEU `{test['bleu_signature']}`; chrF `{test['chrf_signature']}`."]
+        parts += ["", f"Command: `{r.get('command', '–')}`"]
+    return "\n".join(parts)
+
+
 def benchmarks_readme(results_dir: Path, out: Path, readme: Path) -> str:
     out_dir = out.resolve().parent
     parts = [INTRO.format(results=link(results_dir.resolve(), out_dir), readme=link(readme.resolve(), out_dir))]
@@ -485,7 +553,15 @@ def benchmarks_readme(results_dir: Path, out: Path, readme: Path) -> str:
         parts.append("## Time to quality against fairseq's `online_backtranslation`\n\nNo runs recorded yet "
                      "(`python benchmarks/time_to_quality.py --work runs/ttq --minutes 86 --checkpoint-minutes 5 "
                      "--results-log benchmarks/results/time_to_quality.jsonl --plot runs/ttq/time_to_quality.png`).")
-    others = [p for p in ledgers if p.name not in (ablation.name, round_trip.name, speed.name, time_to_quality.name)]
+    compression = results_dir / "compression.jsonl"
+    if compression.exists():
+        parts.append(compression_section(read_ledger(compression), compression.resolve(), out_dir))
+    else:
+        parts.append("## Compression: smaller and faster after training\n\nNo runs recorded yet "
+                     "(`python benchmarks/compression.py --work runs/compression --checkpoint CKPT --data DATA "
+                     "--results-log benchmarks/results/compression.jsonl --plot runs/compression/pareto.png`).")
+    others = [p for p in ledgers if p.name not in (ablation.name, round_trip.name, speed.name, time_to_quality.name,
+                                                   compression.name)]
     if others:
         parts.append("## Other ledgers\n\n" + "\n".join(
             f"- [{p.name}]({link(p.resolve(), out_dir)}): {len(read_ledger(p))} records (no section in "

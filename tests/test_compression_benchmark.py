@@ -1,0 +1,82 @@
+"""benchmarks/compression.py end to end on the tiny trained checkpoint: a few cheap variants, the
+record's fields, CTranslate2 float32 greedy equal to fairseq-generate (fidelity 100), sizes, and
+the Pareto set recomputed from the figures."""
+import json
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, run
+
+pytest.importorskip("ctranslate2")
+
+SCRIPT = REPO_ROOT / "benchmarks" / "compression.py"
+VARIANTS = ["fairseq-fp32", "ct2-float32", "ct2-int8", "torch-int8-dynamic"]
+FIELDS = ["variant", "kind", "engine", "quantization", "fine_tuned", "params", "params_nonzero", "size_mb",
+          "peak_rss_mib", "test", "speed", "bleu_mean", "chrf_mean", "fidelity", "ratios"]
+SPEED_FIELDS = ["threads", "batch", "beam", "sentences", "tokens", "words", "seconds", "process_s", "tokens_per_s",
+                "rss_mib", "fidelity"]
+TEST_FIELDS = ["bleu", "chrf", "bleu_signature", "chrf_signature", "fidelity", "peak_rss_mib"]
+
+
+def dominated(p, others):
+    """p = (size, speed, bleu): another point at most as large, at least as fast and as good, not equal."""
+    return any(q[0] <= p[0] and q[1] >= p[1] and q[2] >= p[2] and q != p for q in others)
+
+
+def test_compression_benchmark_record(tiny_data, trained_checkpoint, tmp_path):
+    checkpoint, _ = trained_checkpoint
+    ledger, figure = tmp_path / "compression.jsonl", tmp_path / "pareto.png"
+    result = run([sys.executable, SCRIPT, "--work", tmp_path / "work", "--checkpoint", checkpoint,
+                  "--data", tiny_data, "--variants", ",".join(VARIANTS), "--speed-sentences", "20",
+                  "--test-lines", "20", "--threads", "1", "--batch-sizes", "1,32", "--beams", "1",
+                  "--quality-beam", "1", "--max-len-b", "30", "--results-log", ledger, "--plot", figure],
+                 cwd=REPO_ROOT)
+    records = [json.loads(line) for line in ledger.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 1
+    record = records[0]
+    for key in ("command", "commit", "git_commit", "worktree_modified", "machine", "load_avg_before",
+                "omp_num_threads", "date", "setup"):
+        assert key in record, key
+    rows = record["figures"]["variants"]
+    assert list(rows) == VARIANTS
+    for name, row in rows.items():
+        for field in FIELDS:
+            assert field in row and row[field] is not None, (name, field)
+        assert set(row["test"]) == {"en-fr", "fr-en"}
+        for scores in row["test"].values():
+            assert all(scores.get(f) is not None for f in TEST_FIELDS), (name, scores)
+        assert set(row["speed"]) == {"t1.b1.beam1", "t1.b32.beam1"}
+        for entry in row["speed"].values():
+            assert all(entry.get(f) is not None for f in SPEED_FIELDS), (name, entry)
+            assert entry["sentences"] == 20 and entry["tokens_per_s"] > 0 and entry["rss_mib"] > 0
+        assert row["size_mb"] > 0 and row["params_nonzero"] <= row["params"]
+        assert set(row["ratios"]) == {"speed_b32_greedy", "speed_b32_beam4", "size", "bleu_loss"}
+
+    anchor = rows["fairseq-fp32"]
+    assert anchor["fidelity"] == 100 and anchor["ratios"]["speed_b32_greedy"] == 1
+    # greedy CTranslate2 at float32 gives fairseq-generate's hypotheses: fidelity 100 both ways,
+    # in the quality runs and in every speed run, and the same scores
+    float32 = rows["ct2-float32"]
+    assert float32["fidelity"] == 100, float32["test"]
+    assert all(float32["test"][d]["fidelity"] == 100 for d in ("en-fr", "fr-en"))
+    assert all(e["fidelity"] == 100 for e in float32["speed"].values())
+    assert float32["bleu_mean"] == anchor["bleu_mean"]
+    work = tmp_path / "work"
+    for d, tgt in (("en-fr", "fr"), ("fr-en", "en")):
+        ours = (work / "ct2-float32" / "measure" / f"quality.{d}.beam1.b32.{tgt}").read_text(encoding="utf-8")
+        theirs = (work / "fairseq-fp32" / "measure" / f"quality.{d}.beam1.b32.{tgt}").read_text(encoding="utf-8")
+        assert ours == theirs and len(ours.splitlines()) == 20
+    # the CTranslate2 int8 model directory is smaller than the float32 one
+    assert rows["ct2-int8"]["size_mb"] < float32["size_mb"]
+    assert rows["ct2-int8"]["model_bin_mb"] < float32["model_bin_mb"]
+    assert all(rows[v]["params"] == anchor["params"] for v in VARIANTS)
+
+    # the Pareto set from the figures: size (smaller), tokens/s at batch 32 greedy (higher), mean BLEU (higher)
+    points = {n: (r["size_mb"], r["speed"]["t1.b32.beam1"]["tokens_per_s"], r["bleu_mean"]) for n, r in rows.items()}
+    front = sorted(n for n, p in points.items() if not dominated(p, [q for m, q in points.items() if m != n]))
+    assert record["figures"]["pareto"] == front
+    assert "Pareto frontier" in result.stdout and ", ".join(front) in result.stdout
+    targets = {t["target"]: t["status"] for t in record["figures"]["targets"]}
+    assert len(targets) == 7 and set(targets.values()) <= {"met", "not met", "not measured", "measured"}
+    assert figure.stat().st_size > 0
