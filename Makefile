@@ -13,7 +13,7 @@ FAIRSEQ_NEEDS := torch==2.13.0 "numpy>=1.21.3" cython cffi "hydra-core==1.3.2" "
 # the WMT14 recipe: Moses tokenizer and subword-nmt; benchmark plots: matplotlib;
 # smallcap-embeddings (--init-embeddings): gensim; smallcap-curate's engine: datatrove;
 # smallcap-export-ct2 / smallcap-translate: ctranslate2.
-PLUGIN_NEEDS  := sentencepiece pytest opusfilter==3.3.1 py3langid==0.3.0 xxhash \
+PLUGIN_NEEDS  := sentencepiece pytest pytest-xdist==3.8.0 opusfilter==3.3.1 py3langid==0.3.0 xxhash \
                  opus-fast-mosestokenizer subword-nmt matplotlib gensim==4.4.0 \
                  datatrove==0.10.1 tokenizers==0.23.3 ctranslate2==4.8.5
 
@@ -31,8 +31,9 @@ $(STAMP): setup.py Makefile
 	$(BIN)/python -c "import fairseq_smallcap, sentencepiece, sacrebleu; print('fairseq_smallcap installed')"
 	touch $(STAMP)
 
+# two test processes (pytest-xdist): the tests run one thread each (tests/conftest.py)
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/multi30k/demo.sh $(DEMO_ARGS)
