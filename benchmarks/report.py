@@ -487,7 +487,7 @@ def compression_section(records, ledger: Path, out_dir: Path) -> str:
             " + uncommitted changes" if r.get("worktree_modified") else "")
         load = r.get("load_avg_before")
         parts += ["", f"### {str(r.get('date', '–'))[:10]}, {commit}: `{Path(str(setup.get('checkpoint', '–'))).name}`",
-                  "", f"{r.get('machine', '–')}, load {load[0] if load else '?'} before, OMP_NUM_THREADS="
+                  "", f"{r.get('machine', '–')}, load {round(load[0], 2) if load else '?'} before, OMP_NUM_THREADS="
                   f"{r.get('omp_num_threads')}; quality: beam {setup.get('quality_beam')}, "
                   f"{'first ' + str(setup['test_lines']) + ' sentences' if setup.get('test_lines') else 'all sentences'}; "
                   f"speed: {setup.get('speed_sentences')} sentences {setup.get('speed_direction')}, {threads} threads "
@@ -517,6 +517,21 @@ def compression_section(records, ledger: Path, out_dir: Path) -> str:
                 tps(v, 1, 1), tps(v, 32, 1), tps(v, 32, 4), num(q.get("speed_b32_greedy")),
                 num(q.get("speed_b32_beam4")), num(q.get("size")), num(q.get("bleu_loss"), "{:+.2f}")]) + " |")
         parts += ["", "Pareto frontier: " + (", ".join(f"`{n}`" for n in f.get("pareto") or []) or "–") + "."]
+        grid = sorted({key for v in variants.values() for key in (v.get("speed") or {})},
+                      key=lambda k: [int("".join(c for c in part if c.isdigit())) for part in k.split(".")])
+        anchor = variants.get("fairseq-fp32") or {}
+        if grid:
+            parts += ["", "Every cell of the speed grid, target tokens/s (× `fairseq-generate` fp32 in the same cell); "
+                      "t: threads, b: batch, beam 1 = greedy:", "",
+                      "| variant | " + " | ".join(grid) + " |", "|---|" + "---|" * len(grid)]
+            for name, v in variants.items():
+                cells = []
+                for key in grid:
+                    entry = (v.get("speed") or {}).get(key) or {}
+                    base = ((anchor.get("speed") or {}).get(key) or {}).get("tokens_per_s")
+                    value = entry.get("tokens_per_s")
+                    cells.append("–" if not value else f"{value:,.0f}" + (f" ({value / base:.2f}×)" if base else ""))
+                parts.append(f"| `{name}` | " + " | ".join(cells) + " |")
         goals = f.get("targets") or []
         if goals:
             parts += ["", "| target (issue 22) | status | measured |", "|---|---|---|"]
