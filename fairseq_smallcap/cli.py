@@ -13,3 +13,11 @@ def configure_logging(stream=None) -> None:
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S", level=os.environ.get("LOGLEVEL", "INFO").upper(),
                         stream=stream or sys.stdout, force=True)
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on (a command's default number of threads)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

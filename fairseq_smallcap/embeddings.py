@@ -34,19 +34,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cli import configure_logging, error_exit_status
+from .cli import configure_logging, default_threads, error_exit_status
 from .errors import SmallcapError
 from .models.pretrained_embeddings import EmbeddingsError
 
 logger = logging.getLogger("fairseq_smallcap.embeddings")
 PROG = "smallcap-embeddings"
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def build_parser() -> argparse.ArgumentParser:

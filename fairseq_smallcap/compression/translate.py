@@ -26,7 +26,7 @@ import tempfile
 import time
 from typing import Iterable, Iterator, List, Optional, Sequence
 
-from ..cli import configure_logging, error_exit_status
+from ..cli import configure_logging, default_threads, error_exit_status
 from ..errors import SmallcapError
 from ..prepare.spm import normalize_spaces  # what smallcap-prepare encoded
 from .ct2_export import METADATA, import_ctranslate2
@@ -40,13 +40,6 @@ SPECIAL_OUTPUT = ("<s>", "</s>", "<mask>", "<blank>", "<pad>")
 
 class TranslateError(SmallcapError):
     """A model directory, language or option smallcap-translate cannot use."""
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def build_parser() -> argparse.ArgumentParser:
