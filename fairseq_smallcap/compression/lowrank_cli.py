@@ -11,11 +11,11 @@ The modules, the SVD and the model options are in :mod:`fairseq_smallcap.compres
 import argparse
 import os
 import sys
-import tempfile
 from typing import Optional, Sequence
 
 import torch.nn as nn
 
+from .. import checkpoints
 from ..cli import configure_logging, error_exit_status
 from ..errors import SmallcapError
 from .lowrank import (OPTIONS, LowRankEmbedding, LowRankError, _record, check_energy, choose_ranks, factorise_,
@@ -87,31 +87,11 @@ def load_model(path: str, flag: str):
 def save_checkpoint(state: dict, model: nn.Module, options: dict, out: str, extra: dict) -> None:
     """Write ``model``'s weights with ``options`` set in the model config, as a fresh
     checkpoint (no optimizer state, 0 updates), to a temporary file renamed to ``out``."""
-    from fairseq import checkpoint_utils
-    from omegaconf import OmegaConf
-
-    cfg = state["cfg"]
-    _record(cfg.model, **options)
-    state["cfg"] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    state["args"] = None
+    _record(state["cfg"].model, **options)
     state["model"] = model.state_dict()
-    last = state["optimizer_history"][-1] if state.get("optimizer_history") else {}
-    state["optimizer_history"] = [{"criterion_name": last.get("criterion_name"),
-                                   "optimizer_name": last.get("optimizer_name"),
-                                   "lr_scheduler_state": {}, "num_updates": 0}]
-    state.pop("last_optimizer_state", None)
-    state["extra_state"] = {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "version": 2},
-                            "low_rank": extra}
-    directory = os.path.dirname(os.path.abspath(out))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".lowrank-", suffix=".pt.partial", dir=directory)
-    os.close(fd)
-    try:
-        checkpoint_utils.torch_persistent_save(state, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    checkpoints.fresh_training_state(state, low_rank=extra)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    checkpoints.save_checkpoint(state, out)
 
 
 def factorise_checkpoint(path: str, out: str, layers: Optional[str], rank: Optional[int] = None,

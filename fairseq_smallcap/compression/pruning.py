@@ -68,6 +68,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import prune
 
+from .. import checkpoints
 from ..errors import SmallcapError
 
 logger = logging.getLogger("fairseq_smallcap.compression.pruning")
@@ -377,22 +378,10 @@ def load_our_checkpoint(path: str, flag: str):
 
 def save_checkpoint(state, out: str) -> None:
     """Write ``state`` to ``out`` through a temporary name, with its config as a plain container."""
-    from fairseq import checkpoint_utils
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_config(state["cfg"]):
-        state["cfg"] = OmegaConf.to_container(state["cfg"], resolve=True, enum_to_str=True)
-    state["args"] = None
     directory = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(directory):
         raise PruningError(f"--out {out}: directory {directory} not found")
-    tmp = f"{out}.partial-{os.getpid()}"
-    try:
-        checkpoint_utils.torch_persistent_save(state, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    checkpoints.save_checkpoint(state, out)
 
 
 def set_model_options(state, **values) -> None:

@@ -29,6 +29,7 @@ from argparse import Namespace
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
+from .. import checkpoints
 from ..errors import SmallcapError
 from ..cli import configure_logging, error_exit_status
 from ..param_table import arch_args
@@ -174,7 +175,6 @@ def n_params(weights) -> int:
 
 def cut(args) -> dict:
     from fairseq import checkpoint_utils
-    from omegaconf import OmegaConf
 
     import fairseq_smallcap  # noqa: F401  (architectures, checkpoint loading)
 
@@ -205,18 +205,10 @@ def cut(args) -> dict:
     for key in ("arch", "_name"):
         if hasattr(model_cfg, key):
             setattr(model_cfg, key, arch)
-    state["cfg"] = OmegaConf.to_container(state["cfg"], resolve=True, enum_to_str=True)
-    state["args"] = None  # the config above is the one fairseq reads
-    last = state["optimizer_history"][-1] if state.get("optimizer_history") else {}
-    state["optimizer_history"] = [{"criterion_name": last.get("criterion_name"),
-                                   "optimizer_name": last.get("optimizer_name"),
-                                   "lr_scheduler_state": {}, "num_updates": 0}]
-    state.pop("last_optimizer_state", None)
-    state["extra_state"] = {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "version": 2},
-                            "cut_from": {"teacher": os.path.abspath(args.teacher),
-                                         "encoder_layers": keep["encoder"], "decoder_layers": keep["decoder"]}}
+    checkpoints.fresh_training_state(state, cut_from={"teacher": os.path.abspath(args.teacher),
+                                          "encoder_layers": keep["encoder"], "decoder_layers": keep["decoder"]})
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    checkpoint_utils.torch_persistent_save(state, args.output)
+    checkpoints.save_checkpoint(state, args.output)
     return {"keep": keep, "counts": counts, "params": n_params(state["model"]), "teacher_params": teacher_params,
             "flags": training_flags(model_cfg, arch, args.output, keep)}
 
