@@ -50,7 +50,11 @@ What each figure counts:
   start excluded: ``fairseq-generate``'s "Translated ... (N sentences/s)", the baseline's
   seconds, ``smallcap-translate``'s "lines translated in ... (N lines/s)"); ``process_s`` is the
   whole process's wall time. Threads: ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` of the process and
-  the tool's ``--threads`` where it has one;
+  the tool's ``--threads`` where it has one; CTranslate2 spends T threads as ``--ct2-layout``
+  says: ``inter`` (the default), T batches translated in parallel with one thread each
+  (``smallcap-translate --threads 1 --inter-threads T``, CTranslate2's layout for throughput), or
+  ``intra``, one batch at a time on T threads (``--threads T``); each speed entry records its
+  ``layout``, and a measurement made with another layout is made again;
 * ``test``: sacreBLEU and chrF with signatures on test_2016_flickr both ways (``--quality-beam``,
   batch ``--quality-batch-size``, the most threads), with ``benchmarks/scoring.py``; ``fidelity``:
   BLEU of the variant's output against the anchor's output with the same decoding settings (per
@@ -415,7 +419,17 @@ def decode_seconds(engine, log_text):
     return seconds
 
 
-def decode(info, data: Path, src, tgt, beam, batch, threads, out: Path, log: Path, max_len_b):
+def ct2_threads(threads, layout):
+    """``smallcap-translate`` flags spending ``threads`` threads in ``layout`` (see --ct2-layout)."""
+    return ["--threads", 1, "--inter-threads", threads] if layout == "inter" else ["--threads", threads]
+
+
+def layout_of(info, threads, layout):
+    """The thread layout a measurement of this variant uses: only CTranslate2 has a choice."""
+    return layout if info["engine"] == "ct2" and threads > 1 else "intra"
+
+
+def decode(info, data: Path, src, tgt, beam, batch, threads, out: Path, log: Path, max_len_b, layout="intra"):
     """Decode ``data``'s test split with the variant's engine; hypotheses (detokenized) to ``out``."""
     engine = info["engine"]
     if engine == "fairseq-generate":
@@ -441,7 +455,7 @@ def decode(info, data: Path, src, tgt, beam, batch, threads, out: Path, log: Pat
         lines, text = read_lines(out), log.read_text(encoding="utf-8")
     else:
         cmd = [*tool("smallcap-translate"), "--model", info["model"], "-s", src, "-t", tgt, "--beam", beam,
-               "--batch-size", batch, "--max-len", max_len_b, "--threads", threads,
+               "--batch-size", batch, "--max-len", max_len_b, *ct2_threads(threads, layout),
                "--input", data / "raw" / f"test.{src}", "--output", out]
         wall, rss = run_logged(cmd, log, env=thread_env(threads))
         lines, text = read_lines(out), log.read_text(encoding="utf-8")
@@ -470,15 +484,17 @@ def measure_speed(info, args, mdir: Path, speed_data: Path, pieces, threads, bat
     """One run of the speed grid (kept in WORK/VARIANT/measure/speed.tT.bB.beamN.json)."""
     src, tgt = args.speed_direction.split("-")
     key = f"t{threads}.b{batch}.beam{beam}"
+    layout = layout_of(info, threads, args.ct2_layout)
     done = None if args.force_measure and key not in args.measured_now.setdefault(info["variant"], set()) \
         else done_json(mdir / f"speed.{key}.json")
-    if not done or done.get("version") != MEASURE_VERSION:
+    if not done or done.get("version") != MEASURE_VERSION or done.get("layout", "intra") != layout:
         out = mdir / f"speed.{key}.{tgt}"
         timing = decode(info, speed_data, src, tgt, beam, batch, threads, out, mdir / f"speed.{key}.log",
-                        args.max_len_b)
+                        args.max_len_b, layout)
         hyps = read_lines(out)
         tokens = pieces.count(hyps)
-        done = {"version": MEASURE_VERSION, "threads": threads, "batch": batch, "beam": beam, **timing,
+        done = {"version": MEASURE_VERSION, "threads": threads, "layout": layout, "batch": batch, "beam": beam,
+                **timing,
                 "tokens": tokens, "words": sum(len(h.split()) for h in hyps),
                 "tokens_per_s": round(tokens / timing["seconds"], 1) if timing["seconds"] else None,
                 "output": str(out)}
@@ -511,7 +527,7 @@ def measure_variant(info, args, work: Path, test_data: Path, speed_data: Path, p
         if not done or done.get("version") != MEASURE_VERSION:
             out = mdir / f"{key}.{tgt}"
             timing = decode(info, test_data, src, tgt, args.quality_beam, args.quality_batch_size, quality_threads,
-                            out, mdir / f"{key}.log", args.max_len_b)
+                            out, mdir / f"{key}.log", args.max_len_b, layout_of(info, quality_threads, args.ct2_layout))
             done = {"version": MEASURE_VERSION, **timing, "output": str(out), "threads": quality_threads}
             write_json(mdir / f"{key}.json", done)
         hyps = read_lines(done["output"])
@@ -731,6 +747,9 @@ def build_parser():
     p.add_argument("--speed-sentences", type=int, default=500, help="first N test sentences of the speed runs")
     p.add_argument("--speed-direction", default="en-fr")
     p.add_argument("--threads", type=int_list, default=[1, 2], help="thread counts of the speed grid")
+    p.add_argument("--ct2-layout", choices=["inter", "intra"], default="inter",
+                   help="how CTranslate2 variants spend more than one thread: parallel batches of one "
+                        "thread each (inter) or one batch on all threads (intra)")
     p.add_argument("--batch-sizes", type=int_list, default=[1, 32], help="batch sizes of the speed grid")
     p.add_argument("--beams", type=int_list, default=[1, 4], help="beam sizes of the speed grid (1: greedy)")
     p.add_argument("--quality-beam", type=int, default=4, help="beam of the test-set BLEU / fidelity decoding")
@@ -801,7 +820,8 @@ def _main(args):
         "figures": {"variants": rows, "pareto": front, "targets": goals, "skipped": skipped},
         "setup": {"checkpoint": str(args.checkpoint), "data": str(args.data), "test_lines": args.test_lines,
                   "speed_sentences": args.speed_sentences, "speed_direction": args.speed_direction,
-                  "threads": args.threads, "batch_sizes": args.batch_sizes, "beams": args.beams,
+                  "threads": args.threads, "ct2_layout": args.ct2_layout, "batch_sizes": args.batch_sizes,
+                  "beams": args.beams,
                   "quality_beam": args.quality_beam, "quality_batch_size": args.quality_batch_size,
                   "max_len_b": args.max_len_b, "prune_train_flags": args.prune_train_flags,
                   "lowrank_train_flags": args.lowrank_train_flags, "lowrank_layers": args.lowrank_layers,

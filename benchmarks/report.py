@@ -285,8 +285,16 @@ def readme_compression(records, ledger_link: str, bench_link: str) -> str:
         lines.append(f"| `{name}` | {v.get('size_mb', 0):.2f} | " + " | ".join(speed(v, t) for t in threads) + " | "
                      + " | ".join("–" if b is None else f"{b:.2f}" for b in bleu)
                      + f" | {v.get('fidelity', 0):.1f} |")
-    lines += ["", "```bash", r.get("command", ""), "```"]
+    lines += ["", f"CTranslate2 variants: {ct2_layout_text(setup)}.", "", "```bash", r.get("command", ""), "```"]
     return "\n".join(lines)
+
+
+def ct2_layout_text(setup) -> str:
+    """How the compression record's CTranslate2 variants spent more than one thread."""
+    if setup.get("ct2_layout") == "inter":
+        return ("CTranslate2 with T > 1 threads translates T batches in parallel, one thread each "
+                "(`smallcap-translate --threads 1 --inter-threads T`)")
+    return "CTranslate2 with T > 1 threads runs one batch at a time on T threads (`smallcap-translate --threads T`)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,7 +534,7 @@ def compression_section(records, ledger: Path, out_dir: Path) -> str:
                   f"{r.get('omp_num_threads')}; quality: beam {setup.get('quality_beam')}, "
                   f"{'first ' + str(setup['test_lines']) + ' sentences' if setup.get('test_lines') else 'all sentences'}; "
                   f"speed: {setup.get('speed_sentences')} sentences {setup.get('speed_direction')}, {threads} threads "
-                  "in the ratios.", "",
+                  f"in the ratios; {ct2_layout_text(setup)}.", "",
                   "| variant | params | non-zero | MB | RSS MiB | BLEU en→fr | fr→en | chrF en→fr | fr→en | fidelity | "
                   "tok/s b1 greedy | tok/s b32 greedy | tok/s b32 beam 4 | × speed b32 greedy | × speed b32 beam 4 | "
                   "× smaller | BLEU loss |",

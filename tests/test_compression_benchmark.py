@@ -80,3 +80,21 @@ def test_compression_benchmark_record(tiny_data, trained_checkpoint, tmp_path):
     targets = {t["target"]: t["status"] for t in record["figures"]["targets"]}
     assert len(targets) == 7 and set(targets.values()) <= {"met", "not met", "not measured", "measured"}
     assert figure.stat().st_size > 0
+
+    # two threads: CTranslate2 as two parallel one-thread batches (the default layout), then as one
+    # batch on two threads; a measurement made with the other layout is made again, and either
+    # layout gives fairseq-generate's greedy hypotheses
+    common = [sys.executable, SCRIPT, "--work", work, "--checkpoint", checkpoint, "--data", tiny_data,
+              "--variants", "fairseq-fp32,ct2-float32", "--speed-sentences", "20", "--test-lines", "20",
+              "--threads", "1,2", "--batch-sizes", "32", "--beams", "1", "--quality-beam", "1", "--max-len-b", "30"]
+    speed_log = work / "ct2-float32" / "measure" / "speed.t2.b32.beam1.log"
+    for layout, flags in (("inter", "--threads 1 --inter-threads 2"), ("intra", "--threads 2 --input")):
+        run(common + (["--ct2-layout", layout] if layout == "intra" else []), cwd=REPO_ROOT)
+        record = json.loads((work / "record.json").read_text(encoding="utf-8"))
+        assert record["setup"]["ct2_layout"] == layout
+        rows = record["figures"]["variants"]
+        entry = rows["ct2-float32"]["speed"]["t2.b32.beam1"]
+        assert entry["layout"] == layout and entry["fidelity"] == 100, entry
+        assert rows["ct2-float32"]["speed"]["t1.b32.beam1"]["layout"] == "intra"
+        assert rows["fairseq-fp32"]["speed"]["t2.b32.beam1"]["layout"] == "intra"
+        assert flags in speed_log.read_text(encoding="utf-8").splitlines()[0]

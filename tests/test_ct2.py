@@ -63,19 +63,23 @@ def fairseq_hypotheses(data, checkpoint, src, tgt):
 def test_greedy_float32_equals_fairseq_generate(tiny_data, ct2_checkpoint, float32_model, tmp_path, src, tgt):
     raw = tiny_data / "raw" / f"test.{src}"
     expected = fairseq_hypotheses(tiny_data, ct2_checkpoint, src, tgt)
-    out = tmp_path / f"test.{tgt}"
-    result = run([*TRANSLATE, "--model", float32_model, "-s", src, "-t", tgt, "--beam", "1",
-                  "--threads", "1", "--batch-size", "16", "--input", raw, "--output", out])
-    assert f"{len(expected):,} lines translated" in result.stderr
-    assert result.stdout == ""
-    got = read_lines(out)
     assert len(expected) == len(read_lines(raw)) == 1000
     # real hypotheses: not empty, not all the same, and some cut at the maximum length
     assert all(expected) and len(set(expected)) > 100
     assert any(len(line) > 150 for line in expected)
-    mismatches = [(i, e, g) for i, (e, g) in enumerate(zip(expected, got)) if e != g]
-    assert len(got) == len(expected) and not mismatches, (
-        f"{len(mismatches)} of {len(expected)} lines differ, first: {mismatches[:3]}")
+    # one worker, then two translating batches in parallel: each line back in its place
+    for inter_threads in ("1", "2"):
+        out = tmp_path / f"test.{inter_threads}.{tgt}"
+        result = run([*TRANSLATE, "--model", float32_model, "-s", src, "-t", tgt, "--beam", "1",
+                      "--threads", "1", "--inter-threads", inter_threads, "--batch-size", "16",
+                      "--input", raw, "--output", out])
+        assert f"{len(expected):,} lines translated" in result.stderr
+        assert result.stdout == ""
+        got = read_lines(out)
+        mismatches = [(i, e, g) for i, (e, g) in enumerate(zip(expected, got)) if e != g]
+        assert len(got) == len(expected) and not mismatches, (
+            f"--inter-threads {inter_threads}: {len(mismatches)} of {len(expected)} lines differ, "
+            f"first: {mismatches[:3]}")
 
 
 # ---------------------------------------------------------------------------- one line per line
@@ -205,6 +209,8 @@ def test_bad_translate_input_gives_one_line_and_status_2(float32_model, tiny_dat
          "unknown language 'de' for -t/--target-lang: the model knows en,fr"),
         (["--model", tiny_data, "-s", "en", "-t", "fr"],
          f"{tiny_data} is not a model exported by smallcap-export-ct2 (no smallcap_ct2.json)"),
+        (["--model", float32_model, "-s", "en", "-t", "fr", "--inter-threads", "0"],
+         "--inter-threads must be at least 1, got 0"),
     ]
     for flags, message in cases:
         result = run([*TRANSLATE, *flags, "--output", tmp_path / "out.txt"], check=False, input="A man.\n")

@@ -56,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="at most this many target pieces (fairseq-generate's --max-len-b)")
     parser.add_argument("--lenpen", type=float, default=1.0,
                         help="length penalty of beam search (fairseq-generate's --lenpen)")
-    parser.add_argument("--threads", type=int, default=default_threads(), help="CPU threads")
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help="CPU threads of each batch's computation (CTranslate2's intra_threads)")
+    parser.add_argument("--inter-threads", type=int, default=1,
+                        help="batches translated in parallel, each with --threads threads (CTranslate2's "
+                             "inter_threads; the weights are shared). Where many threads on small matrices "
+                             "cost more in synchronisation than they gain, --threads 1 --inter-threads N "
+                             "uses N cores better than --threads N")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--compute-type", default="default",
                         help="CTranslate2 compute type (default: the exported weights' type, or the "
@@ -69,7 +75,8 @@ class CT2Model:
     """An exported model: the CTranslate2 translator, the sentencepiece model and the language
     tokens, with :meth:`translate` from raw sentences to raw sentences."""
 
-    def __init__(self, model_dir: str, device: str = "cpu", compute_type: str = "default", threads: int = 1):
+    def __init__(self, model_dir: str, device: str = "cpu", compute_type: str = "default", threads: int = 1,
+                 inter_threads: int = 1):
         ctranslate2 = import_ctranslate2()
         import sentencepiece as spm
 
@@ -90,7 +97,7 @@ class CT2Model:
         self.sp = spm.SentencePieceProcessor(model_file=spm_path)
         try:
             self.translator = ctranslate2.Translator(model_dir, device=device, compute_type=compute_type,
-                                                     inter_threads=1, intra_threads=threads)
+                                                     inter_threads=inter_threads, intra_threads=threads)
         except (RuntimeError, ValueError) as e:
             raise TranslateError(f"cannot load the CTranslate2 model {model_dir}: "
                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
@@ -206,7 +213,9 @@ def run(args) -> int:
         out_dir = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(out_dir):
             raise TranslateError(f"--output {args.output}: directory {out_dir} not found")
-    model = CT2Model(args.model, args.device, args.compute_type, args.threads)
+    if args.inter_threads < 1:
+        raise TranslateError(f"--inter-threads must be at least 1, got {args.inter_threads}")
+    model = CT2Model(args.model, args.device, args.compute_type, args.threads, args.inter_threads)
     model.check_langs(args.source_lang, args.target_lang)
 
     in_stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
