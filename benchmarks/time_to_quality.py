@@ -577,7 +577,7 @@ def main(argv=None):
             test[name][which] = {"checkpoint": point["checkpoint"], "minutes": point["minutes"],
                                  "valid_bleu": point["bleu"], **scores}
 
-    say(f"\nvalidation BLEU (mean of both directions, greedy) against minutes:")
+    say("\nvalidation BLEU (mean of both directions, greedy) against minutes:")
     for name in SYSTEMS:
         say(f"  {name}: " + ", ".join(f"{p['minutes']:.1f}: {p['bleu']:.2f}" for p in curves[name]))
     level, reach = summary["anchor_level"], summary["minutes_to_level"]

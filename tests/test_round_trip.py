@@ -3,12 +3,11 @@ Translation Using Monolingual Corpora Only", Sec. 4.4): held-out monolingual sen
 ``smallcap-prepare --heldout-mono`` and ``--eval-round-trip`` validation, through the CLI."""
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import MULTI30K, TRAIN_FLAGS, USER_DIR, run, tool
+from conftest import MULTI30K, TRAIN_FLAGS, run, tool
 
 HELDOUT = 20
 RT_FLAGS = ["--eval-round-trip", "--best-checkpoint-metric", "round_trip_bleu",
@@ -157,7 +156,6 @@ def test_round_trip_bleu_scores_x_hat_against_x(rt_data, monkeypatch):
     model = task.build_model(cfg.model)
     criterion = task.build_criterion(cfg.criterion)
     dataset = task.load_dataset("valid")
-    pad, eos = task.dictionary.pad(), task.dictionary.eos()
     calls = []
 
     def reversing_decode(model, src_tokens, src_lengths, bos, eos, pad, **kwargs):
@@ -201,7 +199,7 @@ def test_logged_round_trip_bleu_matches_independent_decoding(unsup_data, tmp_pat
     """Decode the round trips of the held-out sentences with greedy_decode from the checkpoint
     and score the detokenized x_hat against the raw held-out text with sacrebleu.corpus_bleu."""
     import sacrebleu
-    from fairseq import checkpoint_utils, utils
+    from fairseq import checkpoint_utils
     from fairseq.data import data_utils
 
     from fairseq_smallcap.backtranslation import greedy_decode

@@ -3,7 +3,6 @@ of wall clock on the tiny Multi30k slice, every kept checkpoint scored, one ledg
 re-run on the same WORK (training and scoring skipped) and the ratio's rule on made-up curves."""
 import json
 import sys
-from pathlib import Path
 
 from conftest import REPO_ROOT, run
 
