@@ -42,9 +42,9 @@ RECIPES = {
                          "`--init-embeddings` for MASS and fine-tuning); `examples/multi30k/demo.sh` "
                          "follows it within a training-time budget.",
 }
-# The command that reproduces a recipe, for ledger records made before the ledger kept a
-# ``command`` field; a record's own ``command`` always wins.
-UNRECORDED_COMMANDS = {
+# The command that reproduces each recipe, all its seeds at once: the README shows it;
+# benchmarks/README.md shows the commands the records hold (these where a record holds none).
+RECIPE_COMMANDS = {
     "mass-fixed": (
         "python benchmarks/curation_ablation.py --work runs/mass-fixed --archs smallcap_very_small --seeds 1 \\\n"
         "    --mass-updates 1752 --updates 800 --validate-every 200 --systems baseline --cpu \\\n"
@@ -53,7 +53,7 @@ UNRECORDED_COMMANDS = {
     "mass-fixed+emb128": (
         "smallcap-prepare --multi30k --dest runs/emb128/data --vocab-size 8000   # the script's data stage\n"
         "smallcap-embeddings runs/emb128/data --dim 128 --threads 1 --out runs/emb128.vec\n"
-        "python benchmarks/curation_ablation.py --work runs/emb128 --archs smallcap_very_small --seeds 1 \\\n"
+        "python benchmarks/curation_ablation.py --work runs/emb128 --archs smallcap_very_small --seeds 1,2,3 \\\n"
         "    --mass-updates 1752 --updates 800 --validate-every 200 --systems baseline --cpu \\\n"
         "    --extra \"--validate-interval 1000000 --init-embeddings runs/emb128.vec\" --recipe mass-fixed+emb128 \\\n"
         "    --results-log benchmarks/results/curation_ablation.jsonl"),
@@ -152,7 +152,7 @@ def commands_of(name, runs):
     recorded = list(dict.fromkeys(record_command(r) for r in sorted(runs, key=lambda r: r["seed"]) if record_command(r)))
     if recorded:
         return recorded, True
-    return ([UNRECORDED_COMMANDS[name]] if name in UNRECORDED_COMMANDS else []), False
+    return ([RECIPE_COMMANDS[name]] if name in RECIPE_COMMANDS else []), False
 
 
 def signatures(runs):
@@ -223,10 +223,11 @@ def readme_results(rows, ledger_link: str, bench_link: str) -> str:
     chosen = best_groups(rows)
     if not chosen:
         return "\n".join(lines + ["No run has been recorded in the ledger yet."])
-    lines += ["| recipe | model | system | seeds | en→fr BLEU | fr→en BLEU | en→fr chrF | fr→en chrF |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["| recipe | model | system | seeds | BLEU, mean of both ways | en→fr BLEU | fr→en BLEU | en→fr chrF "
+              "| fr→en chrF |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for (name, arch, system), runs in chosen:
-        cells = [fmt([r[d] for r in runs]) for d, _ in DIRECTIONS]
+        cells = [fmt([r["mean"] for r in runs])] + [fmt([r[d] for r in runs]) for d, _ in DIRECTIONS]
         for d, _ in DIRECTIONS:
             values = chrf_values(runs, d)
             cells.append(fmt(values) if values else "–")
@@ -239,10 +240,13 @@ def readme_results(rows, ledger_link: str, bench_link: str) -> str:
               + ("A single seed measures no spread between runs. " if any(len(g[1]) == 1 for g in chosen) else "")
               + f"One row per current recipe (its best system); every run and recipe, with the "
               f"diagnostics: [benchmarks/README.md]({bench_link}); the records: [the ledger]({ledger_link})."]
-    commands, recorded = commands_of(name, runs)
+    if name in RECIPE_COMMANDS:
+        commands, source = [RECIPE_COMMANDS[name]], ("every seed; the command each record was made by is in "
+                                                     f"[benchmarks/README.md]({bench_link})")
+    else:
+        commands, _ = commands_of(name, runs)
+        source = "the ledger records' command"
     if commands:
-        source = ("the ledger records' command" if recorded else
-                  "the ledger records hold no command; this is the recipe's command from benchmarks/report.py")
         lines += ["", f"Reproduce `{name}` ({source}):", "", "```bash", *commands, "```"]
     return "\n".join(lines)
 
