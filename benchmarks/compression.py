@@ -676,36 +676,46 @@ def print_table(rows, args, front, goals):
 
 
 def plot(rows, front, args, path: Path):
+    """Four panels: mean BLEU (top) and fidelity to the fp32 output (bottom) against size on disk
+    (left) and tokens/s at batch 32 greedy with the most threads (right), both axes of x
+    logarithmic; stars are the Pareto frontier, each point named."""
     import logging
 
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before the import: it logs while importing
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     threads = max(args.threads)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    for ax, xlabel, xof in ((axes[0], "size on disk (MB)", lambda r: r["size_mb"]),
-                            (axes[1], f"target tokens/s, batch {SPEED_BATCH}, greedy, {threads} threads",
-                             lambda r: speed_at(r, SPEED_BATCH, 1, threads))):
-        for name, r in rows.items():
-            x = xof(r)
-            if x is None:
-                continue
-            marker = "*" if name in front else "o"
-            ax.scatter([x], [r["bleu_mean"]], marker=marker, s=120 if name in front else 40, color="C0")
-            ax.annotate(name, (x, r["bleu_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-            if r["fidelity"] is not None:
-                ax.scatter([x], [r["fidelity"]], marker=marker, s=120 if name in front else 40, color="C1")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("BLEU (mean of both ways, blue) / fidelity to fp32 (orange)")
-        ax.grid(alpha=0.3)
-    axes[0].set_xscale("log")
-    fig.suptitle("Compression variants (stars: Pareto frontier on size, speed, BLEU)")
+    xs = (("size on disk (MB)", lambda r: r["size_mb"]),
+          (f"target tokens/s, batch {SPEED_BATCH}, greedy, {threads} thread{'s' if threads > 1 else ''}",
+           lambda r: speed_at(r, SPEED_BATCH, 1, threads)))
+    ys = (("test BLEU, mean of both ways", lambda r: r["bleu_mean"]),
+          ("fidelity: BLEU against the fp32 output", lambda r: r["fidelity"]))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    for row, (ylabel, yof) in enumerate(ys):
+        for col, (xlabel, xof) in enumerate(xs):
+            ax = axes[row][col]
+            points = [(name, xof(r), yof(r)) for name, r in rows.items() if xof(r) and yof(r) is not None]
+            for i, (name, x, y) in enumerate(sorted(points, key=lambda p: (p[1], p[2]))):
+                star = name in front
+                ax.scatter([x], [y], marker="*" if star else "o", s=140 if star else 40,
+                           color="C3" if star else "C0", zorder=3)
+                ax.annotate(name, (x, y), fontsize=7, xytext=(4, 6 if i % 2 == 0 else -10),
+                            textcoords="offset points")
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3, which="both")
+    fig.suptitle("Compression variants against fairseq-generate fp32 (red stars: Pareto frontier on size, "
+                 "speed and BLEU)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -732,9 +742,9 @@ def int_list(text):
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--work", type=Path, required=True, help="directory of the variants and measurements")
-    p.add_argument("--checkpoint", type=Path, required=True, help="the trained smallcap_transformer checkpoint")
-    p.add_argument("--data", type=Path, required=True, help="its data directory (smallcap-prepare --multi30k)")
+    p.add_argument("--work", type=Path, help="directory of the variants and measurements (required)")
+    p.add_argument("--checkpoint", type=Path, help="the trained smallcap_transformer checkpoint (required)")
+    p.add_argument("--data", type=Path, help="its data directory (smallcap-prepare --multi30k) (required)")
     p.add_argument("--variants", default=None,
                    help="comma-separated variants (default: " + ",".join(FIXED + DEFAULT_LOWRANK + DEFAULT_STRUCTURED)
                    + " and prune-S for each --prune-sparsities when --prune-train-flags is given)")
@@ -760,6 +770,8 @@ def build_parser():
     p.add_argument("--rebuild", action="store_true", help="rebuild the variants' descriptions (not their files)")
     p.add_argument("--results-log", type=Path, default=None, help="append the record to this JSON-lines ledger")
     p.add_argument("--plot", type=Path, default=None, help="write the figure here (needs matplotlib)")
+    p.add_argument("--plot-only", type=Path, default=None, metavar="LEDGER",
+                   help="run nothing: draw --plot from the newest record of this JSON-lines ledger")
     return p
 
 
@@ -773,7 +785,28 @@ def main(argv=None):
         return 2
 
 
+def plot_from_ledger(ledger: Path, path: Path):
+    """Draw the figure of the newest record of ``ledger`` (what a run with --plot drew)."""
+    try:
+        lines = [line for line in ledger.read_text(encoding="utf-8").splitlines() if line.strip()]
+        record = json.loads(lines[-1])
+        rows, front = record["figures"]["variants"], record["figures"]["pareto"]
+        threads = record["setup"]["threads"]
+    except (OSError, IndexError, ValueError, KeyError, TypeError) as e:
+        raise BenchError(f"--plot-only {ledger}: no compression record to draw ({type(e).__name__}: {e})")
+    plot(rows, front, argparse.Namespace(threads=threads), path)
+    print(f"plot: {path} (record of {record.get('date', '?')}, {str(record.get('git_commit') or '?')[:7]})")
+    return 0
+
+
 def _main(args):
+    if args.plot_only:
+        if not args.plot:
+            raise BenchError("--plot-only needs --plot FILE")
+        return plot_from_ledger(args.plot_only, args.plot)
+    missing = [f"--{name}" for name in ("work", "checkpoint", "data") if getattr(args, name) is None]
+    if missing:
+        raise BenchError(f"{', '.join(missing)} required (unless --plot-only)")
     meta = run_metadata()  # before anything runs: the load average of the machine as found
     args.work = args.work.resolve()
     args.data = args.data.resolve()

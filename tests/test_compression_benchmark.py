@@ -80,6 +80,13 @@ def test_compression_benchmark_record(tiny_data, trained_checkpoint, tmp_path):
     targets = {t["target"]: t["status"] for t in record["figures"]["targets"]}
     assert len(targets) == 7 and set(targets.values()) <= {"met", "not met", "not measured", "measured"}
     assert figure.stat().st_size > 0
+    # the figure again, from the ledger alone (as docs/compression_pareto.png is drawn)
+    again = tmp_path / "again.png"
+    result = run([sys.executable, SCRIPT, "--plot-only", ledger, "--plot", again], cwd=REPO_ROOT)
+    assert again.stat().st_size > 0 and str(again) in result.stdout
+    missing = run([sys.executable, SCRIPT, "--plot-only", tmp_path / "none.jsonl", "--plot", again],
+                  cwd=REPO_ROOT, check=False)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "--plot-only" in missing.stderr
 
     # two threads: CTranslate2 as two parallel one-thread batches (the default layout), then as one
     # batch on two threads; a measurement made with the other layout is made again, and either
