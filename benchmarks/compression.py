@@ -36,9 +36,12 @@ What each figure counts:
   bookkeeping buffers excluded, tied weights once), in the checkpoint the variant is made from
   (a CTranslate2 model holds the same parameters, quantized); ``lowrank`` also records the
   factorised model's count;
-* ``size_mb``: bytes on disk / 1e6 -- the checkpoint without optimizer state (fairseq, torch
-  variants; bf16 is stored in bf16, int8-dynamic quantizes at load time and stores fp32), or the
-  whole CTranslate2 model directory (model.bin, vocabulary, spm.model, metadata);
+* ``weights_mb``: bytes on disk / 1e6 of the weights -- the checkpoint without optimizer state
+  (fairseq, torch variants; bf16 is stored in bf16, int8-dynamic quantizes at load time and
+  stores fp32), or CTranslate2's ``model.bin``; ``size_mb``: everything needed to translate raw
+  text -- the checkpoint with the data's ``dict.txt`` and ``spm.model``, or the whole CTranslate2
+  model directory (``model.bin``, vocabulary, ``spm.model``, metadata). The ratios have both;
+  the Pareto set and the plot use ``size_mb``, the size target the weights;
 * ``peak_rss_mib``: the largest resident set (``ru_maxrss`` from ``os.wait4`` of the decoding
   process, its reaped children included) over the variant's decoding runs, MiB; per run in the
   speed grid too;
@@ -371,10 +374,19 @@ def build_variant(name, args, work: Path):
     if kind == "torch-bf16":
         params_from = anchor
     info["params"], info["params_nonzero"] = count_params(params_from)
-    info["size_mb"] = size_mb(Path(info["size_path"]))
-    if info["engine"] == "ct2":
-        info["model_bin_mb"] = size_mb(Path(info["model"]) / "model.bin")
     write_json(record, info)
+    return info
+
+
+def add_sizes(info, data: Path):
+    """``weights_mb`` and ``size_mb`` of a built variant (see the module docstring), from the
+    files as they are."""
+    if info["engine"] == "ct2":
+        info["weights_mb"] = info["model_bin_mb"] = size_mb(Path(info["model"]) / "model.bin")
+        info["size_mb"] = size_mb(Path(info["size_path"]))
+    else:
+        info["weights_mb"] = size_mb(Path(info["size_path"]))
+        info["size_mb"] = round(info["weights_mb"] + size_mb(data / "dict.txt") + size_mb(data / "spm.model"), 4)
     return info
 
 
@@ -579,6 +591,7 @@ def add_ratios(rows, args):
             label = "greedy" if beam == 1 else f"beam{beam}"
             ratios[f"speed_b{SPEED_BATCH}_{label}"] = round(mine / base, 3) if mine and base else None
         ratios["size"] = round(anchor["size_mb"] / row["size_mb"], 3)  # > 1: smaller than the anchor
+        ratios["weights"] = round(anchor["weights_mb"] / row["weights_mb"], 3)
         ratios["bleu_loss"] = round(anchor["bleu_mean"] - row["bleu_mean"], 2)
         row["ratios"] = ratios
 
@@ -621,7 +634,9 @@ def targets(rows, args):
         add("ct2-int8 fidelity >= 90", int8["fidelity"] >= 90 if int8["fidelity"] is not None else None,
             f"{int8['fidelity']}")
         add("ct2-int8 loses <= 0.3 BLEU", r["bleu_loss"] <= 0.3, f"{r['bleu_loss']:+.2f} BLEU lost (mean of both ways)")
-        add("ct2-int8 >= 3.5x smaller on disk", r["size"] >= 3.5, f"{r['size']}x")
+        add("ct2-int8 >= 3.5x smaller on disk", r["weights"] >= 3.5,
+            f"weights {r['weights']}x (model.bin against the checkpoint); with the vocabulary and the "
+            f"sentencepiece model on both sides {r['size']}x")
     else:
         for name in ("ct2-int8 speed", "ct2-int8 fidelity", "ct2-int8 BLEU loss", "ct2-int8 size"):
             add(name, None, "ct2-int8 not in --variants")
@@ -840,7 +855,7 @@ def _main(args):
     rows = {}
     for name in variants:
         print(f"[{name}] building", file=sys.stderr, flush=True)
-        info = build_variant(name, args, args.work)
+        info = add_sizes(build_variant(name, args, args.work), args.data)
         print(f"[{name}] measuring", file=sys.stderr, flush=True)
         rows[name] = measure_variant(info, args, args.work, test_data, speed_data, pieces)
     add_ratios(rows, args)

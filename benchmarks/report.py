@@ -519,8 +519,10 @@ def compression_section(records, ledger: Path, out_dir: Path) -> str:
              f"{len(records)} records)", "",
              "`benchmarks/compression.py` measures every variant of one trained checkpoint against "
              "`fairseq-generate` fp32 timed in the same invocation. Parameters: the floating-point tensors of "
-             "the model (non-zero: after pruning); MB: the checkpoint without optimizer state, or the whole "
-             "CTranslate2 model directory; RSS: the largest resident set of a decoding process (MiB); tokens/s: "
+             "the model (non-zero: after pruning); MB: what translating raw text needs on disk, the checkpoint "
+             "without optimizer state with the data's dict.txt and spm.model, or the whole CTranslate2 model "
+             "directory (records before weights MB was kept: the checkpoint alone); weights MB: the checkpoint, or "
+             "CTranslate2's model.bin; RSS: the largest resident set of a decoding process (MiB); tokens/s: "
              "sentencepiece pieces of the output per second of the tool's own decoding loop, en→fr on the first "
              "test sentences; BLEU/chrF: test_2016_flickr both ways; fidelity: BLEU of the output against the fp32 "
              "model's own output with the same decoding settings (mean of both ways). ✱: on the Pareto frontier "
@@ -539,10 +541,10 @@ def compression_section(records, ledger: Path, out_dir: Path) -> str:
                   f"{'first ' + str(setup['test_lines']) + ' sentences' if setup.get('test_lines') else 'all sentences'}; "
                   f"speed: {setup.get('speed_sentences')} sentences {setup.get('speed_direction')}, {threads} threads "
                   f"in the ratios; {ct2_layout_text(setup)}.", "",
-                  "| variant | params | non-zero | MB | RSS MiB | BLEU en→fr | fr→en | chrF en→fr | fr→en | fidelity | "
+                  "| variant | params | non-zero | MB | weights MB | RSS MiB | BLEU en→fr | fr→en | chrF en→fr | fr→en | fidelity | "
                   "tok/s b1 greedy | tok/s b32 greedy | tok/s b32 beam 4 | × speed b32 greedy | × speed b32 beam 4 | "
-                  "× smaller | BLEU loss |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "× smaller | × smaller weights | BLEU loss |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
         def tps(v, batch, beam):
             entry = (v.get("speed") or {}).get(f"t{threads}.b{batch}.beam{beam}")
@@ -558,11 +560,12 @@ def compression_section(records, ledger: Path, out_dir: Path) -> str:
                 label += " (fine-tuned)"
             parts.append(" | ".join([
                 f"| `{label}`", f"{v.get('params', 0):,}", f"{v.get('params_nonzero', 0):,}", num(v.get("size_mb")),
-                num(v.get("peak_rss_mib"), "{:.0f}"),
+                num(v.get("weights_mb")), num(v.get("peak_rss_mib"), "{:.0f}"),
                 *(num((t.get(d) or {}).get(m)) for m in ("bleu",) for d, _ in DIRECTIONS),
                 *(num((t.get(d) or {}).get("chrf")) for d, _ in DIRECTIONS), num(v.get("fidelity")),
                 tps(v, 1, 1), tps(v, 32, 1), tps(v, 32, 4), num(q.get("speed_b32_greedy")),
-                num(q.get("speed_b32_beam4")), num(q.get("size")), num(q.get("bleu_loss"), "{:+.2f}")]) + " |")
+                num(q.get("speed_b32_beam4")), num(q.get("size")), num(q.get("weights")),
+                num(q.get("bleu_loss"), "{:+.2f}")]) + " |")
         parts += ["", "Pareto frontier: " + (", ".join(f"`{n}`" for n in f.get("pareto") or []) or "–") + "."]
         grid = sorted({key for v in variants.values() for key in (v.get("speed") or {})},
                       key=lambda k: [int("".join(c for c in part if c.isdigit())) for part in k.split(".")])

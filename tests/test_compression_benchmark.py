@@ -12,7 +12,7 @@ pytest.importorskip("ctranslate2")
 
 SCRIPT = REPO_ROOT / "benchmarks" / "compression.py"
 VARIANTS = ["fairseq-fp32", "ct2-float32", "ct2-int8", "torch-int8-dynamic"]
-FIELDS = ["variant", "kind", "engine", "quantization", "fine_tuned", "params", "params_nonzero", "size_mb",
+FIELDS = ["variant", "kind", "engine", "quantization", "fine_tuned", "params", "params_nonzero", "size_mb", "weights_mb",
           "peak_rss_mib", "test", "speed", "bleu_mean", "chrf_mean", "fidelity", "ratios"]
 SPEED_FIELDS = ["threads", "batch", "beam", "sentences", "tokens", "words", "seconds", "process_s", "tokens_per_s",
                 "rss_mib", "fidelity"]
@@ -51,7 +51,7 @@ def test_compression_benchmark_record(tiny_data, trained_checkpoint, tmp_path):
             assert all(entry.get(f) is not None for f in SPEED_FIELDS), (name, entry)
             assert entry["sentences"] == 20 and entry["tokens_per_s"] > 0 and entry["rss_mib"] > 0
         assert row["size_mb"] > 0 and row["params_nonzero"] <= row["params"]
-        assert set(row["ratios"]) == {"speed_b32_greedy", "speed_b32_beam4", "size", "bleu_loss"}
+        assert set(row["ratios"]) == {"speed_b32_greedy", "speed_b32_beam4", "size", "weights", "bleu_loss"}
 
     anchor = rows["fairseq-fp32"]
     assert anchor["fidelity"] == 100 and anchor["ratios"]["speed_b32_greedy"] == 1
@@ -70,6 +70,20 @@ def test_compression_benchmark_record(tiny_data, trained_checkpoint, tmp_path):
     # the CTranslate2 int8 model directory is smaller than the float32 one
     assert rows["ct2-int8"]["size_mb"] < float32["size_mb"]
     assert rows["ct2-int8"]["model_bin_mb"] < float32["model_bin_mb"]
+    # sizes: the weights file, and everything translating raw text needs (fairseq: the checkpoint
+    # with the data's dict.txt and spm.model; CTranslate2: its whole model directory)
+    def mb(*paths):
+        return sum(p.stat().st_size for p in paths) / 1e6
+    ckpt = work / "fairseq-fp32" / "model.pt"
+    assert anchor["weights_mb"] == pytest.approx(mb(ckpt), abs=1e-4)
+    assert anchor["size_mb"] == pytest.approx(mb(ckpt, tiny_data / "dict.txt", tiny_data / "spm.model"), abs=1e-3)
+    ct2_dir = work / "ct2-int8" / "model"
+    assert rows["ct2-int8"]["weights_mb"] == pytest.approx(mb(ct2_dir / "model.bin"), abs=1e-4)
+    assert rows["ct2-int8"]["size_mb"] == pytest.approx(mb(*[p for p in ct2_dir.rglob("*") if p.is_file()]), abs=1e-4)
+    assert {"spm.model", "model.bin"} <= {p.name for p in ct2_dir.iterdir()}
+    ratios = rows["ct2-int8"]["ratios"]
+    assert ratios["weights"] == round(anchor["weights_mb"] / rows["ct2-int8"]["weights_mb"], 3)
+    assert ratios["size"] == round(anchor["size_mb"] / rows["ct2-int8"]["size_mb"], 3)
     assert all(rows[v]["params"] == anchor["params"] for v in VARIANTS)
 
     # the Pareto set from the figures: size (smaller), tokens/s at batch 32 greedy (higher), mean BLEU (higher)
