@@ -148,11 +148,18 @@ def record_command(record):
 
 
 def commands_of(name, runs):
-    """The distinct commands the runs' records hold, else the recipe's documented one."""
-    recorded = list(dict.fromkeys(record_command(r) for r in sorted(runs, key=lambda r: r["seed"]) if record_command(r)))
-    if recorded:
-        return recorded, True
-    return ([RECIPE_COMMANDS[name]] if name in RECIPE_COMMANDS else []), False
+    """(lines, recorded): the distinct commands the runs' records hold, and the recipe's own command
+    (RECIPE_COMMANDS, with the steps it needs first) for the seeds whose record holds none."""
+    ordered = sorted(runs, key=lambda r: r["seed"])
+    recorded = list(dict.fromkeys(record_command(r) for r in ordered if record_command(r)))
+    missing = [str(r["seed"]) for r in ordered if not record_command(r)]
+    lines = list(recorded)
+    if missing and name in RECIPE_COMMANDS:
+        if recorded:
+            lines.append(f"# seed{'s' if len(missing) > 1 else ''} {', '.join(missing)}: no command in the "
+                         "record; the recipe's:")
+        lines.append(RECIPE_COMMANDS[name])
+    return lines, bool(recorded)
 
 
 def signatures(runs):
@@ -289,16 +296,28 @@ def readme_compression(records, ledger_link: str, bench_link: str) -> str:
         lines.append(f"| `{name}` | {v.get('size_mb', 0):.2f} | " + " | ".join(speed(v, t) for t in threads) + " | "
                      + " | ".join("–" if b is None else f"{b:.2f}" for b in bleu)
                      + f" | {v.get('fidelity', 0):.1f} |")
-    lines += ["", f"CTranslate2 variants: {ct2_layout_text(setup)}.", "", "```bash", r.get("command", ""), "```"]
+    lines += ["", f"MB: what translating raw text needs on disk (see benchmarks/README.md); "
+              f"{ct2_layout_text(setup)}.", "", "```bash", r.get("command", ""), "```"]
     return "\n".join(lines)
+
+
+def weights_mb(v):
+    """A variant's weights file in MB; records made before weights_mb was kept had it as
+    model_bin_mb (CTranslate2) or as size_mb (the checkpoint alone)."""
+    return v.get("weights_mb") or v.get("model_bin_mb") or (v.get("size_mb") if v.get("engine") != "ct2" else None)
+
+
+def weights_ratio(v, variants):
+    base, mine = weights_mb(variants.get("fairseq-fp32") or {}), weights_mb(v)
+    return round(base / mine, 3) if base and mine else None
 
 
 def ct2_layout_text(setup) -> str:
     """How the compression record's CTranslate2 variants spent more than one thread."""
     if setup.get("ct2_layout") == "inter":
-        return ("CTranslate2 with T > 1 threads translates T batches in parallel, one thread each "
+        return ("with T > 1 threads, CTranslate2 translates T batches in parallel, one thread each "
                 "(`smallcap-translate --threads 1 --inter-threads T`)")
-    return "CTranslate2 with T > 1 threads runs one batch at a time on T threads (`smallcap-translate --threads T`)"
+    return "with T > 1 threads, CTranslate2 runs one batch at a time on T threads (`smallcap-translate --threads T`)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,11 +579,12 @@ def compression_section(records, ledger: Path, out_dir: Path) -> str:
                 label += " (fine-tuned)"
             parts.append(" | ".join([
                 f"| `{label}`", f"{v.get('params', 0):,}", f"{v.get('params_nonzero', 0):,}", num(v.get("size_mb")),
-                num(v.get("weights_mb")), num(v.get("peak_rss_mib"), "{:.0f}"),
+                num(weights_mb(v)), num(v.get("peak_rss_mib"), "{:.0f}"),
                 *(num((t.get(d) or {}).get(m)) for m in ("bleu",) for d, _ in DIRECTIONS),
                 *(num((t.get(d) or {}).get("chrf")) for d, _ in DIRECTIONS), num(v.get("fidelity")),
                 tps(v, 1, 1), tps(v, 32, 1), tps(v, 32, 4), num(q.get("speed_b32_greedy")),
-                num(q.get("speed_b32_beam4")), num(q.get("size")), num(q.get("weights")),
+                num(q.get("speed_b32_beam4")), num(q.get("size")),
+                num(q.get("weights") or weights_ratio(v, variants)),
                 num(q.get("bleu_loss"), "{:+.2f}")]) + " |")
         parts += ["", "Pareto frontier: " + (", ".join(f"`{n}`" for n in f.get("pareto") or []) or "–") + "."]
         grid = sorted({key for v in variants.values() for key in (v.get("speed") or {})},

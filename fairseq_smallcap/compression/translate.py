@@ -56,13 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="at most this many target pieces (fairseq-generate's --max-len-b)")
     parser.add_argument("--lenpen", type=float, default=1.0,
                         help="length penalty of beam search (fairseq-generate's --lenpen)")
-    parser.add_argument("--threads", type=int, default=default_threads(),
-                        help="CPU threads of each batch's computation (CTranslate2's intra_threads)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of each batch's computation (CTranslate2's intra_threads; 0: "
+                             "CTranslate2's default; default: the CPUs this process may use, divided by "
+                             "--inter-threads)")
     parser.add_argument("--inter-threads", type=int, default=1,
                         help="batches translated in parallel, each with --threads threads (CTranslate2's "
-                             "inter_threads; the weights are shared). Where many threads on small matrices "
-                             "cost more in synchronisation than they gain, --threads 1 --inter-threads N "
-                             "uses N cores better than --threads N")
+                             "inter_threads; the weights are shared). On the 2-core machine of "
+                             "benchmarks/README.md, int8 and int16 models ran ~7x slower with --threads 2 "
+                             "than with 1, and --threads 1 --inter-threads 2 was the fastest")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--compute-type", default="default",
                         help="CTranslate2 compute type (default: the exported weights' type, or the "
@@ -94,6 +96,10 @@ class CT2Model:
             raise TranslateError(f"cannot read {meta_path}: {e}") from e
         if not os.path.isfile(spm_path):
             raise TranslateError(f"no sentencepiece model at {spm_path}")
+        if threads < 0:
+            raise TranslateError(f"--threads must be 0 (CTranslate2's default) or more, got {threads}")
+        if inter_threads < 1:
+            raise TranslateError(f"--inter-threads must be at least 1, got {inter_threads}")
         self.sp = spm.SentencePieceProcessor(model_file=spm_path)
         try:
             self.translator = ctranslate2.Translator(model_dir, device=device, compute_type=compute_type,
@@ -204,6 +210,10 @@ def with_progress(lines: Iterable[str], total: int, name: str) -> Iterator[str]:
 
 
 def run(args) -> int:
+    if args.inter_threads < 1:
+        raise TranslateError(f"--inter-threads must be at least 1, got {args.inter_threads}")
+    if args.threads is None:  # the CPUs shared among the parallel batches
+        args.threads = max(1, default_threads() // args.inter_threads)
     if args.threads < 0:
         raise TranslateError(f"--threads must be 0 (CTranslate2's default) or more, got {args.threads}")
     if args.input != "-" and not os.path.isfile(args.input):
@@ -213,8 +223,6 @@ def run(args) -> int:
         out_dir = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(out_dir):
             raise TranslateError(f"--output {args.output}: directory {out_dir} not found")
-    if args.inter_threads < 1:
-        raise TranslateError(f"--inter-threads must be at least 1, got {args.inter_threads}")
     model = CT2Model(args.model, args.device, args.compute_type, args.threads, args.inter_threads)
     model.check_langs(args.source_lang, args.target_lang)
 
