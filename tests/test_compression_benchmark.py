@@ -128,7 +128,8 @@ def test_compression_benchmark_record(tiny_data, trained_checkpoint, tmp_path):
         assert flags in speed_log.read_text(encoding="utf-8").splitlines()[0]
         # short runs repeated until 0.5 s of decoding in all (at most 10), the median run kept
         runs = entry["tokens_per_s_runs"]
-        assert entry["runs"] == len(runs) >= 1 and entry["tokens_per_s"] == sorted(runs)[(len(runs) - 1) // 2]
+        middle = {sorted(runs)[(len(runs) - 1) // 2], sorted(runs)[len(runs) // 2]}  # one of the two if even
+        assert entry["runs"] == len(runs) >= 1 and entry["tokens_per_s"] in middle, (entry, runs)
         decoded = sum(entry["tokens"] / r for r in runs)
         assert decoded >= 0.5 * 0.99 or len(runs) == 10, (decoded, runs)
         assert len(runs) == 1 or sum(entry["tokens"] / r for r in runs[:-1]) < 0.5 * 1.01, runs
