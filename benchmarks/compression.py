@@ -41,7 +41,7 @@ What each figure counts:
   stores fp32), or CTranslate2's ``model.bin``; ``size_mb``: everything needed to translate raw
   text -- the checkpoint with the data's ``dict.txt`` and ``spm.model``, or the whole CTranslate2
   model directory (``model.bin``, vocabulary, ``spm.model``, metadata). The ratios have both;
-  the Pareto set and the plot use ``size_mb``, the size target the weights;
+  the Pareto set, the plot and the size target use ``size_mb``;
 * ``peak_rss_mib``: the largest resident set (``ru_maxrss`` from ``os.wait4`` of the decoding
   process, its reaped children included) over the variant's decoding runs, MiB; per run in the
   speed grid too;
@@ -893,8 +893,8 @@ def _main(args):
         "figures": {"variants": rows, "pareto": front, "targets": goals, "skipped": skipped},
         "setup": {"checkpoint": str(args.checkpoint), "data": str(args.data), "test_lines": args.test_lines,
                   "speed_sentences": args.speed_sentences, "speed_direction": args.speed_direction,
-                  "threads": args.threads, "ct2_layout": args.ct2_layout, "min_speed_seconds": args.min_speed_seconds, "batch_sizes": args.batch_sizes,
-                  "beams": args.beams,
+                  "threads": args.threads, "ct2_layout": args.ct2_layout,
+                  "min_speed_seconds": args.min_speed_seconds, "batch_sizes": args.batch_sizes, "beams": args.beams,
                   "quality_beam": args.quality_beam, "quality_batch_size": args.quality_batch_size,
                   "max_len_b": args.max_len_b, "prune_train_flags": args.prune_train_flags,
                   "lowrank_train_flags": args.lowrank_train_flags, "lowrank_layers": args.lowrank_layers,
