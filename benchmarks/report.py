@@ -622,31 +622,28 @@ def benchmarks_readme(results_dir: Path, out: Path, readme: Path) -> str:
     ablation = results_dir / "curation_ablation.jsonl"
     if ablation.exists():
         parts.append(ablation_section(ablation_rows(ablation), ablation.resolve(), out_dir))
-    round_trip = results_dir / "round_trip_selection.jsonl"
-    if round_trip.exists():
-        parts.append(round_trip_section(read_ledger(round_trip), round_trip.resolve(), out_dir))
-    else:
-        parts.append("## Round-trip model selection\n\nNo runs recorded yet (`round_trip_selection.py "
-                     "--results-log benchmarks/results/round_trip_selection.jsonl`).")
-    speed = results_dir / "curation_speed.jsonl"
-    if speed.exists():
-        parts.append(curation_speed_section(read_ledger(speed), speed.resolve(), out_dir))
-    time_to_quality = results_dir / "time_to_quality.jsonl"
-    if time_to_quality.exists():
-        parts.append(time_to_quality_section(read_ledger(time_to_quality), time_to_quality.resolve(), out_dir))
-    else:
-        parts.append("## Time to quality against fairseq's `online_backtranslation`\n\nNo runs recorded yet "
-                     "(`python benchmarks/time_to_quality.py --work runs/ttq --minutes 86 --checkpoint-minutes 5 "
-                     "--results-log benchmarks/results/time_to_quality.jsonl --plot runs/ttq/time_to_quality.png`).")
-    compression = results_dir / "compression.jsonl"
-    if compression.exists():
-        parts.append(compression_section(read_ledger(compression), compression.resolve(), out_dir))
-    else:
-        parts.append("## Compression: smaller and faster after training\n\nNo runs recorded yet "
-                     "(`python benchmarks/compression.py --work runs/compression --checkpoint CKPT --data DATA "
-                     "--results-log benchmarks/results/compression.jsonl --plot runs/compression/pareto.png`).")
-    others = [p for p in ledgers if p.name not in (ablation.name, round_trip.name, speed.name, time_to_quality.name,
-                                                   compression.name)]
+    # each ledger with a section of its own, in this order; the text shown while it has no records
+    sections = [
+        ("round_trip_selection.jsonl", round_trip_section,
+         "## Round-trip model selection\n\nNo runs recorded yet (`round_trip_selection.py "
+         "--results-log benchmarks/results/round_trip_selection.jsonl`)."),
+        ("curation_speed.jsonl", curation_speed_section, None),
+        ("time_to_quality.jsonl", time_to_quality_section,
+         "## Time to quality against fairseq's `online_backtranslation`\n\nNo runs recorded yet "
+         "(`python benchmarks/time_to_quality.py --work runs/ttq --minutes 86 --checkpoint-minutes 5 "
+         "--results-log benchmarks/results/time_to_quality.jsonl --plot runs/ttq/time_to_quality.png`)."),
+        ("compression.jsonl", compression_section,
+         "## Compression: smaller and faster after training\n\nNo runs recorded yet "
+         "(`python benchmarks/compression.py --work runs/compression --checkpoint CKPT --data DATA "
+         "--results-log benchmarks/results/compression.jsonl --plot runs/compression/pareto.png`)."),
+    ]
+    for name, section, empty in sections:
+        ledger = results_dir / name
+        if ledger.exists():
+            parts.append(section(read_ledger(ledger), ledger.resolve(), out_dir))
+        elif empty:
+            parts.append(empty)
+    others = [p for p in ledgers if p.name not in {ablation.name, *(name for name, _, _ in sections)}]
     if others:
         parts.append("## Other ledgers\n\n" + "\n".join(
             f"- [{p.name}]({link(p.resolve(), out_dir)}): {len(read_ledger(p))} records (no section in "
