@@ -210,12 +210,8 @@ def with_progress(lines: Iterable[str], total: int, name: str) -> Iterator[str]:
 
 
 def run(args) -> int:
-    if args.inter_threads < 1:
-        raise TranslateError(f"--inter-threads must be at least 1, got {args.inter_threads}")
-    if args.threads is None:  # the CPUs shared among the parallel batches
-        args.threads = max(1, default_threads() // args.inter_threads)
-    if args.threads < 0:
-        raise TranslateError(f"--threads must be 0 (CTranslate2's default) or more, got {args.threads}")
+    if args.threads is None:  # the CPUs shared among the parallel batches (CT2Model checks both)
+        args.threads = max(1, default_threads() // max(1, args.inter_threads))
     if args.input != "-" and not os.path.isfile(args.input):
         raise TranslateError(f"input file not found: {args.input}")
     out_dir = None
