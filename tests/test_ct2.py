@@ -118,6 +118,25 @@ def test_int8_export_loads_and_translates(trained_checkpoint, tiny_data, float32
     assert len(lines) == 22 and lines[-1] == "" and lines[10] == ""
 
 
+def test_export_does_not_need_the_init_embeddings_file(ct2_checkpoint, tiny_data, float32_model, tmp_path):
+    """A checkpoint trained with --init-embeddings FILE exports where FILE no longer exists (a
+    model shipped elsewhere), to the same model.bin; the checkpoint itself is left unchanged."""
+    source = tmp_path / "shipped.pt"
+
+    def name_a_gone_file(state):
+        state["cfg"]["model"].init_embeddings = str(tmp_path / "gone.vec")
+
+    _craft_checkpoint(ct2_checkpoint, source, name_a_gone_file)
+    before = source.read_bytes()
+    out = tmp_path / "models" / "float32"
+    out.parent.mkdir()
+    result = run([*EXPORT, source, "--data", tiny_data, "--out", out, "--quantization", "float32"], check=False)
+    assert result.returncode == 0, error_lines(result.stderr)
+    assert (out / "model.bin").read_bytes() == (float32_model / "model.bin").read_bytes()
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["float32"]  # no copy left behind
+
+
 # ---------------------------------------------------------------------------- bad input
 def _craft_checkpoint(source, dest, edit):
     state = torch.load(source, map_location="cpu", weights_only=True)

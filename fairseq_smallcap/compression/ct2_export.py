@@ -201,6 +201,22 @@ def converter_accepts(model_name: str):
             supported.discard(model_name)
 
 
+def without_init_embeddings(state: dict, args, checkpoint: str, staging: str) -> str:
+    """The checkpoint to convert: ``checkpoint`` itself, or, when it was trained with
+    ``--init-embeddings FILE``, a copy in ``staging`` without the flag. The converter builds the
+    model with fairseq's ``build_model``, not the task's (which drops the flag when a model is
+    built to load a checkpoint into), so it would read FILE again, only to overwrite it with the
+    checkpoint's weights, and fail where FILE no longer exists (a model shipped elsewhere)."""
+    if not getattr(args, "init_embeddings", None):
+        return checkpoint
+    import torch
+
+    args.init_embeddings = None  # args is the configuration inside state
+    copy = os.path.join(staging, "checkpoint.pt")
+    torch.save(state, copy)
+    return copy
+
+
 def convert(checkpoint: str, data: str, output_dir: str, quantization: str, model_name: str) -> None:
     """CTranslate2's fairseq converter on ``checkpoint``, written to ``output_dir``."""
     import_ctranslate2()
@@ -254,14 +270,15 @@ def export(checkpoint: str, data: str, out: str, quantization: str = "float32", 
         "target_prefix": "[lang_tokens[tgt]] (the decoder's first token; not in the hypothesis)",
         "ctranslate2": import_ctranslate2().__version__,
     }
-    del state
 
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
     try:
         model_dir = os.path.join(staging, "model")
         logger.info(f"converting {checkpoint} ({args.arch}) with CTranslate2's fairseq converter, "
                     f"{quantization} weights")
-        convert(checkpoint, data, model_dir, quantization, model_name)
+        source = without_init_embeddings(state, args, checkpoint, staging)
+        del state
+        convert(source, data, model_dir, quantization, model_name)
         shutil.copyfile(os.path.join(data, SPM_MODEL), os.path.join(model_dir, SPM_MODEL))
         metadata["bytes"] = sum(os.path.getsize(os.path.join(model_dir, name)) for name in os.listdir(model_dir))
         with open(os.path.join(model_dir, METADATA), "w", encoding="utf-8") as f:
