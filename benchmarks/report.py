@@ -481,6 +481,34 @@ def curation_speed_section(records, ledger: Path, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def demo_section(records, ledger: Path, out_dir: Path) -> str:
+    parts = [f"## `make demo` ([ledger]({link(ledger, out_dir)}), {len(records)} records)", "",
+             "`examples/multi30k/demo.sh --results-log benchmarks/results/demo.jsonl` (the recipe "
+             "`mass-fixed+emb128` within a training-time budget, seed 1), scored by "
+             "`benchmarks/demo_record.py`: test_2016_flickr sacreBLEU / chrF and the share of distinct "
+             "hypotheses and of copied words, each direction. Target: at least 95% distinct both ways.", "",
+             "| arch | minutes | updates (MASS + fine-tuning, decoded) | en→fr BLEU / chrF | distinct / copied | "
+             "fr→en BLEU / chrF | distinct / copied | ≥ 95% distinct | wall | recorded | command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        f = r.get("figures") or {}
+        cells = []
+        for pair, _ in DIRECTIONS:
+            d = f.get(pair) or {}
+            cells += [f"{d.get('bleu')} / {d.get('chrf')}",
+                      f"{100 * d.get('distinct', 0):.1f}% / {100 * d.get('copied', 0):.1f}%"]
+        wall = f"{r.get('wall_s', 0) / 60:.1f} min" + (" (resumed)" if r.get("resumed") else "")
+        parts.append(f"| {r.get('arch')} | {r.get('minutes')} | {r.get('mass_updates')} + "
+                     f"{r.get('finetune_updates')} ({r.get('finetune_best_updates')}) | {' | '.join(cells)} | "
+                     f"{'met' if r.get('distinct_target_met') else 'not met'} | {wall} | "
+                     f"{r.get('date', '–')}, {r.get('commit', '–')}, {r.get('machine', '–')} | "
+                     f"`{r.get('command', '–')}` |")
+    signatures = sorted({(f.get("bleu_signature"), f.get("chrf_signature"))
+                         for r in records for f in (r.get("figures") or {}).values()} - {(None, None)})
+    parts += ["", *(f"Signatures: `{b}`, `{c}`" for b, c in signatures)]
+    return "\n".join(parts)
+
+
 def time_to_quality_section(records, ledger: Path, out_dir: Path) -> str:
     parts = [f"## Time to quality against fairseq's `online_backtranslation` ([ledger]({link(ledger, out_dir)}), "
              f"{len(records)} records)", "",
@@ -627,6 +655,9 @@ def benchmarks_readme(results_dir: Path, out: Path, readme: Path) -> str:
         ("round_trip_selection.jsonl", round_trip_section,
          "## Round-trip model selection\n\nNo runs recorded yet (`round_trip_selection.py "
          "--results-log benchmarks/results/round_trip_selection.jsonl`)."),
+        ("demo.jsonl", demo_section,
+         "## `make demo`\n\nNo runs recorded yet (`make demo DEMO_ARGS=\"--results-log "
+         "benchmarks/results/demo.jsonl\"`)."),
         ("curation_speed.jsonl", curation_speed_section, None),
         ("time_to_quality.jsonl", time_to_quality_section,
          "## Time to quality against fairseq's `online_backtranslation`\n\nNo runs recorded yet "

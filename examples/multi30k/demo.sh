@@ -12,8 +12,10 @@
 #   --raw-dir   the Multi30k raw files (default: ../shared/data/multi30k)
 #   --work      output directory (default: runs/demo); re-running resumes where it stopped
 #   --extra     extra fairseq-train flags for both stages, e.g. --extra "--amp"
+#   --results-log  append the run's figures (benchmarks/demo_record.py) to this JSON-lines ledger,
+#               e.g. benchmarks/results/demo.jsonl
 set -euo pipefail
-MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""
+MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; LOG=""; ARGS="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) MINUTES="$2"; shift 2;;
@@ -21,7 +23,8 @@ while [ $# -gt 0 ]; do
     --raw-dir) RAW="$2"; shift 2;;
     --work) WORK="$2"; shift 2;;
     --extra) EXTRA="$2"; shift 2;;
-    -h|--help) sed -n 2,15p "$0"; exit 0;;
+    --results-log) LOG="$2"; shift 2;;
+    -h|--help) sed -n 2,17p "$0"; exit 0;;
     *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2;;
   esac
 done
@@ -32,6 +35,7 @@ HOURS_MASS=$(python -c "print(round($MINUTES * 0.3 / 60, 4))")
 HOURS_ALL=$(python -c "print(round($MINUTES / 60, 4))")
 VALIDATE_EVERY=$(python -c "print(100 if $MINUTES < 30 else 200)")
 START=$(date +%s)
+RESUMED=""; [ -e "$WORK/mass" ] && RESUMED=--resumed
 step() { echo; echo "=== [$(( ($(date +%s) - START) / 60 )) min] $*"; }
 
 step "1/5 prepare Multi30k (English: train lines 1-14,500; French: lines 14,501-29,000)"
@@ -75,3 +79,5 @@ for pair in en-fr fr-en; do
 done
 step "done in $(( ($(date +%s) - START) / 60 )) min; outputs in $WORK"
 for pair in en-fr fr-en; do echo "test_2016_flickr $pair:"; sed 's/^/  /' "$WORK/test.$pair.bleu"; done
+[ -z "$LOG" ] || python "$ROOT/benchmarks/demo_record.py" --work "$WORK" --arch "$ARCH" --minutes "$MINUTES" \
+  --wall-s $(( $(date +%s) - START )) $RESUMED --command "examples/multi30k/demo.sh $ARGS" --results-log "$LOG"

@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""One ledger record of a finished ``examples/multi30k/demo.sh`` run (``make demo``).
+
+    python benchmarks/demo_record.py --work runs/demo --minutes 14 --wall-s 1140 \\
+        --command "make demo" --results-log benchmarks/results/demo.jsonl
+
+``demo.sh --results-log FILE`` calls it as its last step. It scores the demo's test_2016_flickr
+hypotheses (``WORK/test.{en-fr,fr-en}.hyp``) against ``WORK/data/raw`` with
+``benchmarks/scoring.py`` (sacreBLEU and chrF with signatures; the share of distinct hypotheses
+and of copied words, the collapse and copying diagnostics of issue 20, whose target for the demo
+is >= 95% distinct in both directions), reads the updates each stage reached from its
+checkpoints, and appends one JSON line with the command, git commit, machine and date.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from curation_ablation import REPO, provenance  # (benchmarks/, beside this script)
+from scoring import read_lines, translation_scores
+
+PAIRS = ("en-fr", "fr-en")
+DISTINCT_TARGET = 0.95
+
+
+class DemoRecordError(Exception):
+    """A demo directory this script cannot read; reported in one line."""
+
+
+def updates_of(checkpoint: Path):
+    """The number of updates a fairseq checkpoint was saved at (None when it is missing)."""
+    if not checkpoint.is_file():
+        return None
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from fairseq_smallcap import checkpoint_safety
+
+    checkpoint_safety.install()
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    history = state.get("optimizer_history") or [{}]
+    return history[-1].get("num_updates")
+
+
+def scores_of(work: Path) -> dict:
+    raw = work / "data" / "raw"
+    figures = {}
+    for pair in PAIRS:
+        src, tgt = pair.split("-")
+        paths = {"hypotheses": work / f"test.{pair}.hyp", "references": raw / f"test.{tgt}",
+                 "sources": raw / f"test.{src}"}
+        for what, path in paths.items():
+            if not path.is_file():
+                raise DemoRecordError(f"--work {work}: no {what} file {path} (has demo.sh finished?)")
+        hyps, refs, sources = (read_lines(paths[k]) for k in ("hypotheses", "references", "sources"))
+        if len(hyps) != len(refs):
+            raise DemoRecordError(f"{paths['hypotheses']}: {len(hyps)} lines, but {paths['references']} "
+                                  f"has {len(refs)}")
+        figures[pair] = translation_scores(hyps, refs, sources)
+    return figures
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="the demo's --work directory")
+    parser.add_argument("--arch", default="smallcap_very_small", help="the demo's --arch")
+    parser.add_argument("--minutes", type=float, required=True, help="the demo's --minutes (training budget)")
+    parser.add_argument("--wall-s", type=float, required=True,
+                        help="seconds the demo ran, all five steps (of this invocation, if it resumed)")
+    parser.add_argument("--resumed", action="store_true", help="the demo resumed an earlier, interrupted run")
+    parser.add_argument("--command", required=True, help="the command that ran the demo")
+    parser.add_argument("--results-log", type=Path, required=True, help="append one JSON line here")
+    args = parser.parse_args(argv)
+    try:
+        figures = scores_of(args.work)
+    except DemoRecordError as e:
+        print(f"demo_record.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    record = {
+        "benchmark": "demo",
+        "arch": args.arch,
+        "minutes": args.minutes,
+        "wall_s": round(args.wall_s, 1),
+        "resumed": args.resumed,
+        "mass_updates": updates_of(args.work / "mass" / "checkpoint_last.pt"),
+        "finetune_updates": updates_of(args.work / "bt" / "checkpoint_last.pt"),
+        "finetune_best_updates": updates_of(args.work / "bt" / "checkpoint_best.pt"),  # the one decoded
+        "figures": figures,
+        "distinct_target": DISTINCT_TARGET,
+        "distinct_target_met": all(figures[p]["distinct"] >= DISTINCT_TARGET for p in PAIRS),
+        **provenance(),
+        "command": args.command,
+    }
+    args.results_log.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.results_log, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    for pair in PAIRS:
+        f = figures[pair]
+        print(f"{pair}: BLEU {f['bleu']}, chrF {f['chrf']}, distinct {100 * f['distinct']:.1f}%, "
+              f"copied {100 * f['copied']:.1f}%")
+    print(f"distinct >= {100 * DISTINCT_TARGET:.0f}% both ways: "
+          f"{'met' if record['distinct_target_met'] else 'not met'}; recorded in {args.results_log}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""benchmarks/demo_record.py: the ledger record of a finished make demo run, through its CLI, on
+hand-made hypotheses whose scores are known: copied references (BLEU 100, all distinct) and a
+collapsed direction (one caption for every input)."""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from conftest import run
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+SCRIPT = BENCHMARKS / "demo_record.py"
+EN = ["a man rides a red bike .", "two dogs play in the snow .", "a woman is reading a book .",
+      "children run on the beach ."]
+FR = ["un homme fait du vélo rouge .", "deux chiens jouent dans la neige .", "une femme lit un livre .",
+      "des enfants courent sur la plage ."]
+
+
+def demo_dir(tmp_path, en_fr, fr_en):
+    work = tmp_path / "demo"
+    raw = work / "data" / "raw"
+    raw.mkdir(parents=True)
+    for name, lines in {"data/raw/test.en": EN, "data/raw/test.fr": FR, "test.en-fr.hyp": en_fr,
+                        "test.fr-en.hyp": fr_en}.items():
+        (work / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return work
+
+
+def record(work, log, *flags, check=True):
+    return run([sys.executable, SCRIPT, "--work", work, "--minutes", "14", "--wall-s", "1000.4",
+                "--command", "make demo", "--results-log", log, *flags], check=check)
+
+
+def test_record_scores_both_directions_and_the_distinct_target(tmp_path, trained_checkpoint):
+    collapsed = ["a man in a blue shirt ."] * 4
+    work = demo_dir(tmp_path, FR, collapsed)
+    checkpoint, _ = trained_checkpoint
+    (work / "bt").mkdir()
+    shutil.copy(checkpoint, work / "bt" / "checkpoint_last.pt")
+    log = tmp_path / "results" / "demo.jsonl"
+    result = record(work, log)
+    assert "distinct >= 95% both ways: not met" in result.stdout
+    (r,) = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    en_fr, fr_en = r["figures"]["en-fr"], r["figures"]["fr-en"]
+    assert (en_fr["bleu"], en_fr["chrf"], en_fr["distinct"]) == (100.0, 100.0, 1.0)
+    assert fr_en["distinct"] == 0.25 and fr_en["bleu"] < 10
+    # copied: the share of hypothesis words found in their own source; by hand, only "." is
+    # shared: 4 of the 27 words of the French hypotheses, 1 of the 7 of each collapsed caption
+    assert en_fr["copied"] == round(4 / 27, 4) and fr_en["copied"] == round(1 / 7, 4)
+    assert r["distinct_target_met"] is False and r["wall_s"] == 1000.4 and r["resumed"] is False
+    assert r["mass_updates"] is None and isinstance(r["finetune_updates"], int) and r["finetune_updates"] > 0
+    assert r["command"] == "make demo" and r["commit"] and r["machine"]
+    assert en_fr["bleu_signature"].startswith("nrefs:1|") and "chrf_signature" in en_fr
+
+    record(demo_dir(tmp_path / "again", FR, FR), log, "--resumed")
+    second = json.loads(log.read_text(encoding="utf-8").splitlines()[1])
+    assert second["distinct_target_met"] is True and second["resumed"] is True
+
+    # benchmarks/README.md's section, generated from this ledger by report.py
+    out = tmp_path / "BENCHMARKS.md"
+    run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
+         "--readme", shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")])
+    rows = [line for line in out.read_text(encoding="utf-8").splitlines() if line.startswith("| smallcap_very_small | 14.0 |")]
+    updates = r["finetune_updates"]
+    assert rows[0].startswith(f"| smallcap_very_small | 14.0 | None + {updates} (None) | 100.0 / 100.0 | "
+                              f"100.0% / 14.8% | {fr_en['bleu']} / {fr_en['chrf']} | 25.0% / 14.3% | not met | "
+                              "16.7 min |"), rows
+    assert "| met | 16.7 min (resumed) |" in rows[1]
+
+
+def test_missing_hypotheses_give_one_line_and_status_2(tmp_path):
+    work = demo_dir(tmp_path, FR, EN)
+    (work / "test.fr-en.hyp").unlink()
+    log = tmp_path / "demo.jsonl"
+    result = record(work, log, check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("demo_record.py: error: --work") and "test.fr-en.hyp" in lines[0]
+    assert not log.exists()
