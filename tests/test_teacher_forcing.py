@@ -9,6 +9,8 @@ with the label-smoothed and the knowledge-distillation criterion), so a misalign
 that path fails here. MASS before the fix fed ``x[j-2]``: the checker is run on such batches
 too (``--mass-legacy-shift``) and must reject them.
 """
+from collections import Counter
+
 import pytest
 import torch
 from fairseq import options, tasks
@@ -158,3 +160,38 @@ def test_the_checker_rejects_the_old_misaligned_mass_input(tiny_data):
             check_teacher_forcing(task, key, batch, mono[key.split("-")[0]])
         failures += 1
     assert failures > 0
+
+
+def bt_sources(task, batch, model, update_num):
+    """The encoder inputs task.backtranslate makes of ``batch`` (pad stripped), one per row."""
+    out, _ = task.backtranslate(batch, model, "en", update_num)
+    pad = task.dictionary.pad()
+    return [row[row.ne(pad)].tolist() for row in out["net_input"]["src_tokens"]]
+
+
+def test_sampled_and_noised_backtranslation(tiny_data):
+    """--bt-sampling-topk and --bt-noise on the task's own BT batches: teacher forcing holds, the
+    draws are reproducible per update, and the noise only moves, drops and blanks tokens of the
+    sampled translation (the same draws without --bt-noise), keeping the language token first and
+    </s> last."""
+    sampled = ["--lambda-mass", "0", "--lambda-dae", "0", "--lambda-bt", "1", "--bt-sampling-topk", "-1"]
+    task, model, crit = build(tiny_data, *sampled, "--bt-noise", "--word-dropout-prob", "0.2")
+    mono = {lang: monolingual(task, tiny_data, lang) for lang in task.langs}
+    for key, batch in train_batches(task, model, crit, n_samples=2):
+        assert check_teacher_forcing(task, key, batch, mono[key.split("-")[0]]) > 0, key
+
+    plain, _, _ = build(tiny_data, *sampled)
+    plain.load_dataset("train")
+    iterator = task.get_batch_iterator(task.dataset("train"), max_tokens=600, seed=1, epoch=1)
+    batch = next(k for k in iterator.next_epoch_itr(shuffle=False))["en-BT"]
+    noisy, again, later = (bt_sources(task, batch, model, u) for u in (7, 7, 8))
+    clean = bt_sources(plain, batch, model, 7)
+    assert noisy == again and noisy != later and clean != bt_sources(plain, batch, model, 8)
+    fr, eos, unk = task.lang_idx["fr"], task.dictionary.eos(), task.dictionary.unk()
+    changed = 0
+    for n, c in zip(noisy, clean):
+        assert n[0] == c[0] == fr and n[-1] == c[-1] == eos
+        kept = [t for t in n[1:-1] if t != unk]
+        assert not Counter(kept) - Counter(c[1:-1]), (n, c)  # no token the translation lacks
+        changed += n != c
+    assert changed > len(clean) // 4

@@ -8,7 +8,8 @@ Objectives, each weighted by its own piecewise-linear lambda schedule (``"0:1,20
   Monolingual Corpora Only"): word shuffle, dropout and blanking (``--lambda-dae``).
 * **Online back-translation** in every direction (Lample et al. 2018; Artetxe et al. 2018): each
   monolingual batch is translated with the current model (eval mode, no gradient, batched
-  greedy decoding) and the model learns to translate it back (``--lambda-bt``).
+  greedy decoding, or sampled with ``--bt-sampling-topk``; noised with ``--bt-noise``: Edunov
+  et al. 2018) and the model learns to translate it back (``--lambda-bt``).
 * **Back-parallel** supervised translation of curated pseudo-parallel pairs made by
   ``smallcap-back-parallel`` (``--back-parallel-data``, ``--lambda-bp``).
 
@@ -139,6 +140,22 @@ class UnsupervisedTranslationConfig(TranslationConfig):
                                "a * source_length + b tokens"}
     )
     bt_max_len_b: int = field(default=5, metadata={"help": "BT: see --bt-max-len-a"})
+    bt_sampling_topk: int = field(
+        default=0, metadata={"help": "BT: 0 translates greedily; -1 samples each token from the "
+                             "model's whole distribution, K > 0 from its K most likely tokens "
+                             "(Edunov et al. 2018: sampled back-translations train better than "
+                             "greedy ones)"}
+    )
+    bt_sampling_temperature: float = field(
+        default=1.0, metadata={"help": "BT: with --bt-sampling-topk, the logits are divided by "
+                               "this before sampling (< 1: closer to greedy)"}
+    )
+    bt_noise: bool = field(
+        default=False, metadata={"help": "BT: apply the DAE word noise (--max-word-shuffle-distance, "
+                                 "--word-dropout-prob, --word-blanking-prob) to each back-translated "
+                                 "source (Edunov et al. 2018's noised back-translation); the "
+                                 "--bt-filter-* scores judge the translation before the noise"}
+    )
     bt_show_samples_interval: int = field(
         default=500, metadata={"help": "log one back-translated sample every N updates "
                                "(0: never)"}
@@ -251,6 +268,14 @@ class UnsupervisedTranslationTask(TranslationTask):
             raise UnsupervisedTranslationError(
                 f"--curriculum-init-competence {cfg.curriculum_init_competence}: must be in (0, 1]")
         self._num_updates = 0  # for the curriculum
+        if cfg.bt_sampling_topk < -1:
+            raise UnsupervisedTranslationError(
+                f"--bt-sampling-topk {cfg.bt_sampling_topk}: must be -1 (the whole distribution), "
+                "0 (greedy) or a number of tokens")
+        if not cfg.bt_sampling_temperature > 0:
+            raise UnsupervisedTranslationError(
+                f"--bt-sampling-temperature {cfg.bt_sampling_temperature}: must be > 0")
+        self.bt_noiser = None  # --bt-noise: built with the training data (its word grouping)
         self.bt_filter = None
         if cfg.bt_filter_scores:
             self.bt_filter = BackTranslationFilter(
@@ -383,6 +408,10 @@ class UnsupervisedTranslationTask(TranslationTask):
                 epoch_aware.append(noisy)
             if "BT" in objectives:
                 datasets[f"{lang}-BT"] = clean
+                if self.cfg.bt_noise and self.bt_noiser is None:
+                    self.bt_noiser = build_word_noiser(
+                        self.dictionary, self.word_scheme(data_path), self.cfg.max_word_shuffle_distance,
+                        self.cfg.word_dropout_prob, self.cfg.word_blanking_prob)
             logger.info(f"{lang}: {len(mono)} monolingual sentences from {prefix} "
                         f"for {', '.join(objectives)}")
             if self.difficulty is not None:
@@ -609,10 +638,16 @@ class UnsupervisedTranslationTask(TranslationTask):
             eos=self.dictionary.eos(), pad=self.dictionary.pad(),
             max_len_a=self.cfg.bt_max_len_a, max_len_b=self.cfg.bt_max_len_b,
             max_len=max_len, banned_tokens=self.never_generated,
+            sampling_topk=self.cfg.bt_sampling_topk, temperature=self.cfg.bt_sampling_temperature,
+            generator=self.bt_generator(net_input["src_tokens"].device, lang, update_num),
         )
         model.train(was_training)
+        sources = hypotheses
+        if self.bt_noiser is not None:
+            with data_utils.numpy_seed(self.cfg.seed, update_num, zlib.crc32(f"bt-noise-{lang}".encode())):
+                sources = [self.noised(hyp) for hyp in hypotheses]
         src_tokens, src_lengths = make_backtranslated_source(
-            hypotheses, self.lang_idx[other], self.dictionary.pad(), self.dictionary.eos(),
+            sources, self.lang_idx[other], self.dictionary.pad(), self.dictionary.eos(),
             self.cfg.left_pad_source,
         )
         self._show_bt_sample(sample, src_tokens, lang, other, update_num)
@@ -627,6 +662,20 @@ class UnsupervisedTranslationTask(TranslationTask):
         )
         rows, log = self.bt_filter.select(pairs, update_num)
         return select_rows(bt_sample, rows, pad), log
+
+    def bt_generator(self, device, lang: str, update_num: int) -> Optional[torch.Generator]:
+        """The random numbers of --bt-sampling-topk's draws: seeded by (--seed, update, language),
+        so that a run is reproducible and a resumed run draws what it would have drawn."""
+        if self.cfg.bt_sampling_topk == 0:
+            return None
+        generator = torch.Generator(device=device)
+        generator.manual_seed(zlib.crc32(f"bt-sample-{self.cfg.seed}-{update_num}-{lang}".encode()))
+        return generator
+
+    def noised(self, tokens: torch.Tensor) -> torch.Tensor:
+        """--bt-noise: one back-translation (1-D, ending with eos) with the DAE word noise."""
+        noisy = self.bt_noiser.noising(tokens.cpu().unsqueeze(1), torch.tensor([tokens.numel()]))
+        return noisy[:, 0][noisy[:, 0].ne(self.dictionary.pad())].to(tokens.device)
 
     def _show_bt_sample(self, sample, src_tokens, lang, other, update_num):
         interval = self.cfg.bt_show_samples_interval
