@@ -9,7 +9,9 @@ Stages (each skipped when its output exists, so an interrupted run resumes):
 1. data: ``smallcap-prepare --multi30k`` (joint sentencepiece, 8k) and, for the static
    curation, ``smallcap-curate`` on each language's half, binarized with the same sentencepiece
    model and dictionary;
-2. MASS pretraining per size and seed (shared by every system of that size and seed);
+2. MASS pretraining per size and seed (shared by every system of that size and seed), or, with
+   ``--mass-from WORK2``, WORK2's checkpoint of that size and seed: a recipe that changes only
+   fine-tuning is then paired with WORK2's runs on the same starting checkpoint;
 3. DAE + online BT fine-tuning per system, ``--updates`` updates, validating every
    ``--validate-every`` updates (sacreBLEU of both directions; the best checkpoint by it is kept);
 4. ``fairseq-generate`` (beam 4) on test_2016_flickr both ways, scored with sacreBLEU.
@@ -168,7 +170,8 @@ def finetune(args, work, base, static, arch, seed, system, mass_ckpt, extra_flag
         sh([BIN / "fairseq-train", *flags, "--finetune-from-model", mass_ckpt, "--max-update", args.updates],
            log=out / "train.1.log")
     # the threads this run trained with (provenance()'s are those of the invocation that records it)
-    result = {"recipe": run_recipe(args), "finetune_wall_s": round(time.time() - start, 1),
+    result = {"recipe": run_recipe(args), "mass_checkpoint": str(Path(mass_ckpt).resolve()),
+              "finetune_wall_s": round(time.time() - start, 1),
               "valid_bleu": valid_curve(out),
               "finetune_omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "finetune_device": device_name(args)}
     done.write_text(json.dumps(result))
@@ -225,7 +228,13 @@ def test_bleu(args, work, data, arch, seed, system):
 def paired_bootstrap_against_baseline(work, data, row):
     """``sacrebleu --paired-bs`` of a run against the baseline of its size and seed, both ways,
     when both runs' test hypotheses are in WORK (else None)."""
-    run_dir, base_dir = (work / row["arch"] / f"seed{row['seed']}" / name for name in (row["system"], "baseline"))
+    seed_dir = work / row["arch"] / f"seed{row['seed']}"
+    return paired_bootstrap(data, seed_dir / "baseline", seed_dir / row["system"])
+
+
+def paired_bootstrap(data, base_dir: Path, run_dir: Path):
+    """``sacrebleu --paired-bs`` of the run in ``run_dir`` against the one in ``base_dir``, both
+    ways, when both runs' test hypotheses exist (else None)."""
     tests = {}
     for pair in ("en-fr", "fr-en"):
         hyp, base = run_dir / f"test.{pair}.hyp", base_dir / f"test.{pair}.hyp"
@@ -236,13 +245,47 @@ def paired_bootstrap_against_baseline(work, data, row):
     return tests
 
 
+def shared_mass(args, base, arch, seed, out: Path) -> Path:
+    """--mass-from: the MASS checkpoint of WORK2's run of this size and seed, after checking that
+    WORK2 trained on the same dictionary with a named recipe; ``out/done`` records where it came
+    from and that recipe (the one this run's records are paired with)."""
+    source = Path(args.mass_from).resolve() / arch / f"seed{seed}" / "mass"
+    if not (source / "done").exists():
+        sys.exit(f"--mass-from {args.mass_from}: no finished MASS stage at {source} (no done file)")
+    theirs = Path(args.mass_from) / "data" / "dict.txt"
+    if not theirs.exists() or theirs.read_bytes() != (base / "dict.txt").read_bytes():
+        sys.exit(f"--mass-from {args.mass_from}: {theirs} is not {base / 'dict.txt'}: not the same data")
+    text = (source / "done").read_text().strip()
+    record = json.loads(text) if text else {}
+    if not record.get("recipe"):
+        sys.exit(f"{source / 'done'}: no recorded recipe, so the runs of --mass-from cannot be named")
+    (out / "done").write_text(json.dumps({"mass_wall_s": record.get("mass_wall_s"), "recipe": run_recipe(args),
+                                          "mass_from": str(source), "mass_from_recipe": record["recipe"]}))
+    return source / "checkpoint_last.pt"
+
+
+def mass_source(work, arch, seed):
+    """(the MASS stage directory a run of WORK fine-tuned from, the recipe of the runs to pair it
+    with): WORK's own and None, or those --mass-from named."""
+    text = (work / arch / f"seed{seed}" / "mass" / "done").read_text().strip()
+    record = json.loads(text) if text else {}
+    if record.get("mass_from"):
+        return Path(record["mass_from"]), record["mass_from_recipe"]
+    return work / arch / f"seed{seed}" / "mass", None
+
+
 def mass_pretrain(args, work, base, arch, seed):
     out = work / arch / f"seed{seed}" / "mass"
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint_last.pt"
+    if args.mass_from and not (out / "done").exists():
+        return shared_mass(args, base, arch, seed, out)
+    if args.mass_from and mass_source(work, arch, seed)[1] is None:
+        sys.exit(f"--mass-from {args.mass_from}: {out} is a MASS stage of its own; use another --work")
     if (out / "done").exists():
         text = (out / "done").read_text().strip()
         recorded_recipe(args, out / "done", json.loads(text) if text else {})  # refuse another recipe's
+        ckpt = mass_source(work, arch, seed)[0] / "checkpoint_last.pt"
     else:
         start = time.time()
         sh([BIN / "fairseq-train", base, *common_flags(args, arch, seed), "--save-dir", out,
@@ -369,6 +412,12 @@ def add_run_args(parser, systems):
     parser.add_argument("--max-tokens", type=int, default=2000)
     parser.add_argument("--cpu", action="store_true", help="train on CPU even where CUDA is available")
     parser.add_argument("--extra", default="", help="more fairseq-train flags for every run, e.g. '--fp16'")
+    parser.add_argument("--mass-from", default=None, metavar="WORK2",
+                        help="train no MASS: fine-tune from the finished MASS checkpoints of another WORK of "
+                             "this script (the same data; its WORK2/ARCH/seedN/mass), so that a recipe that "
+                             "changes fine-tuning only is paired with WORK2's runs on the same starting "
+                             "checkpoint; each record gets sacreBLEU's paired bootstrap against WORK2's run "
+                             "of the same system and seed (paired_bs_vs_recipe)")
     parser.add_argument("--recipe", default=None,
                         help=f"name of the training recipe (code and --extra flags; default {DEFAULT_RECIPE}), "
                              "written into each stage's done file and the ledger, which keeps recipes "
@@ -427,10 +476,17 @@ def finished_rows(args, work, base, static):
         rows.append({"arch": arch, "seed": seed, "system": system, **bleu,
                      "mean": (bleu["en-fr"] + bleu["fr-en"]) / 2, **record})
     for row in rows:
+        data = system_data(row["system"], base, static)
         if row["system"] != "baseline":
-            paired = paired_bootstrap_against_baseline(work, system_data(row["system"], base, static), row)
+            paired = paired_bootstrap_against_baseline(work, data, row)
             if paired:
                 row["paired_bs_vs_baseline"] = paired
+        source, against = mass_source(work, row["arch"], row["seed"])
+        if against:  # --mass-from: paired with WORK2's run of the same system from the same checkpoint
+            paired = paired_bootstrap(data, source.parent / row["system"],
+                                      work / row["arch"] / f"seed{row['seed']}" / row["system"])
+            if paired:
+                row["paired_bs_vs_recipe"] = {"against": against, **paired}
     rows.sort(key=table_order)
     return rows
 

@@ -114,3 +114,59 @@ def test_a_stage_keeps_the_recipe_it_was_trained_with(tmp_path):
         curation_ablation.recorded_recipe(args(None), done, {})
     with pytest.raises(SystemExit, match="trained with recipe 'mass-fixed', not --recipe 'other'"):
         curation_ablation.recorded_recipe(args("other"), done, {"recipe": "mass-fixed"})
+
+
+def test_mass_from_pairs_a_finetuning_recipe_with_the_same_checkpoint(tmp_path):
+    """--mass-from WORK2: no MASS is trained, the run starts from WORK2's checkpoint of its seed,
+    and its record carries sacreBLEU's paired bootstrap against WORK2's run of the same system."""
+    arch = "smallcap_very_small"
+    refs = ["a dog runs .", "two men talk .", "a girl sings .", "cats sleep ."]
+    sources = ["un chien court .", "deux hommes parlent .", "une fille chante .", "les chats dorment ."]
+
+    def work_dir(name, recipe=None, hyps=None, own_mass=True):
+        work = tmp_path / name
+        (work / "data" / "raw").mkdir(parents=True)
+        (work / "data" / "dict.txt").write_text("▁a 5\n▁dog 3\n")
+        for lang, lines in (("en", refs), ("fr", sources)):
+            (work / "data" / "raw" / f"test.{lang}").write_text("".join(x + "\n" for x in lines))
+        if own_mass:
+            (work / arch / "seed1" / "mass").mkdir(parents=True)
+            (work / arch / "seed1" / "mass" / "done").write_text(json.dumps({"mass_wall_s": 5.0, "recipe": recipe}))
+        if hyps:  # a finished, scored baseline: generate logs and hypotheses (both ways), its done file
+            out = work / arch / "seed1" / "baseline"
+            out.mkdir(parents=True)
+            for pair in ("en-fr", "fr-en"):
+                lines = hyps if pair == "fr-en" else sources
+                (out / f"generate.test.{pair}.log").write_text(
+                    "".join(f"D-{i}\t-0.5\t{h}\n" for i, h in enumerate(lines)) + "Translated 4 sentences\n")
+                (out / f"test.{pair}.hyp").write_text("".join(h + "\n" for h in lines))
+            (out / "finetune.done.json").write_text(json.dumps({"recipe": recipe, "finetune_wall_s": 1.0,
+                                                                "valid_bleu": []}))
+        return work
+
+    base = work_dir("base", "r-base", hyps=["a cat runs .", "two men walk .", "a girl sings .", "dogs sleep ."])
+    new = work_dir("new", hyps=refs, own_mass=False)
+    args = type("Args", (), {"recipe": "r-new", "mass_from": str(base), "cpu": True})()
+    ckpt = curation_ablation.mass_pretrain(args, new, new / "data", arch, 1)
+    assert ckpt == base.resolve() / arch / "seed1" / "mass" / "checkpoint_last.pt"
+    assert curation_ablation.mass_pretrain(args, new, new / "data", arch, 1) == ckpt  # resumed: the same
+    assert json.loads((new / arch / "seed1" / "mass" / "done").read_text())["mass_from_recipe"] == "r-base"
+
+    (row,) = curation_ablation.finished_rows(args, new, new / "data", new / "data")
+    paired = row["paired_bs_vs_recipe"]
+    assert paired["against"] == "r-base" and row["recipe"] == "r-new"
+    # fr->en: this run wrote the references (BLEU 100), WORK2's run did not
+    assert paired["fr-en"]["bleu"]["baseline"] < 100.0 == paired["fr-en"]["bleu"]["system"] == row["fr-en"]
+    assert paired["en-fr"]["bleu"]["baseline"] == paired["en-fr"]["bleu"]["system"] == row["en-fr"]
+
+    with pytest.raises(SystemExit, match="is a MASS stage of its own"):  # WORK trained its own MASS
+        curation_ablation.mass_pretrain(type("Args", (), {"recipe": "r-base", "mass_from": str(new)})(),
+                                        base, base / "data", arch, 1)
+    other = work_dir("other-data", own_mass=False)
+    (other / "data" / "dict.txt").write_text("▁b 5\n")
+    with pytest.raises(SystemExit, match="not the same data"):
+        curation_ablation.mass_pretrain(args, other, other / "data", arch, 1)
+    unnamed = work_dir("unnamed")
+    with pytest.raises(SystemExit, match="no recorded recipe"):
+        curation_ablation.mass_pretrain(type("Args", (), {"recipe": "x", "mass_from": str(unnamed)})(),
+                                        work_dir("fresh", own_mass=False), tmp_path / "fresh" / "data", arch, 1)
