@@ -259,8 +259,11 @@ def shared_mass(args, base, arch, seed, out: Path) -> Path:
     record = json.loads(text) if text else {}
     if not record.get("recipe"):
         sys.exit(f"{source / 'done'}: no recorded recipe, so the runs of --mass-from cannot be named")
-    (out / "done").write_text(json.dumps({"mass_wall_s": record.get("mass_wall_s"), "recipe": run_recipe(args),
-                                          "mass_from": str(source), "mass_from_recipe": record["recipe"]}))
+    if record.get("mass_from"):
+        sys.exit(f"--mass-from {args.mass_from}: its MASS stage is itself {record['mass_from']}; name that WORK")
+    (out / "done").write_text(json.dumps({"mass_wall_s": None, "mass_from_wall_s": record.get("mass_wall_s"),
+                                          "recipe": run_recipe(args), "mass_from": str(source),
+                                          "mass_from_recipe": record["recipe"]}))
     return source / "checkpoint_last.pt"
 
 
@@ -280,8 +283,10 @@ def mass_pretrain(args, work, base, arch, seed):
     ckpt = out / "checkpoint_last.pt"
     if args.mass_from and not (out / "done").exists():
         return shared_mass(args, base, arch, seed, out)
-    if args.mass_from and mass_source(work, arch, seed)[1] is None:
-        sys.exit(f"--mass-from {args.mass_from}: {out} is a MASS stage of its own; use another --work")
+    if args.mass_from:
+        recorded = mass_source(work, arch, seed)[0]
+        if recorded != Path(args.mass_from).resolve() / arch / f"seed{seed}" / "mass":
+            sys.exit(f"--mass-from {args.mass_from}: {out} started from {recorded}; use another --work")
     if (out / "done").exists():
         text = (out / "done").read_text().strip()
         recorded_recipe(args, out / "done", json.loads(text) if text else {})  # refuse another recipe's

@@ -37,7 +37,10 @@ def updates_of(checkpoint: Path):
     from fairseq_smallcap import checkpoint_safety
 
     checkpoint_safety.install()
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DemoRecordError(f"cannot read {checkpoint}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     history = state.get("optimizer_history") or [{}]
     return history[-1].get("num_updates")
 
@@ -73,6 +76,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     try:
         figures = scores_of(args.work)
+        updates = {name: updates_of(args.work / stage / f"checkpoint_{which}.pt")
+                   for name, stage, which in (("mass_updates", "mass", "last"), ("finetune_updates", "bt", "last"),
+                                              ("finetune_best_updates", "bt", "best"))}
     except DemoRecordError as e:
         print(f"demo_record.py: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -82,9 +88,7 @@ def main(argv=None) -> dict:
         "minutes": args.minutes,
         "wall_s": round(args.wall_s, 1),
         "resumed": args.resumed,
-        "mass_updates": updates_of(args.work / "mass" / "checkpoint_last.pt"),
-        "finetune_updates": updates_of(args.work / "bt" / "checkpoint_last.pt"),
-        "finetune_best_updates": updates_of(args.work / "bt" / "checkpoint_best.pt"),  # the one decoded
+        **updates,  # finetune_best_updates: those of checkpoint_best.pt, the one decoded
         "figures": figures,
         "distinct_target": DISTINCT_TARGET,
         "distinct_target_met": all(figures[p]["distinct"] >= DISTINCT_TARGET for p in PAIRS),

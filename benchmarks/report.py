@@ -484,7 +484,8 @@ def curation_speed_section(records, ledger: Path, out_dir: Path) -> str:
 def demo_section(records, ledger: Path, out_dir: Path) -> str:
     parts = [f"## `make demo` ([ledger]({link(ledger, out_dir)}), {len(records)} records)", "",
              "`examples/multi30k/demo.sh --results-log benchmarks/results/demo.jsonl` (the recipe "
-             "`mass-fixed+emb128` within a training-time budget, seed 1), scored by "
+             "`mass-fixed+emb128` within a training-time budget, seed 1, with embeddings of the arch's "
+             "width), scored by "
              "`benchmarks/demo_record.py`: test_2016_flickr sacreBLEU / chrF and the share of distinct "
              "hypotheses and of copied words, each direction. Target: at least 95% distinct both ways.", "",
              "| arch | minutes | updates (MASS + fine-tuning, decoded) | en→fr BLEU / chrF | distinct / copied | "

@@ -96,6 +96,7 @@ def test_two_worker_data_parallel_cpu_run_sums_statistics(tiny_data, tmp_path):
     (["DATA", "--lambda-bp", "1"], "--lambda-bp 1 needs --back-parallel-data"),
     (["DATA", "--bt-sampling-topk", "-2"], "--bt-sampling-topk -2: must be -1 (the whole distribution)"),
     (["DATA", "--bt-sampling-topk", "5", "--bt-sampling-temperature", "0"], "--bt-sampling-temperature 0.0: must be > 0"),
+    (["DATA", "--bt-sampling-temperature", "0.5"], "--bt-sampling-temperature 0.5 has no effect on greedy"),
 ])
 def test_bad_input_gives_one_clear_line(tiny_data, tmp_path, args, message):
     args = [str(tmp_path / "missing") if a == "MISSING_DIR" else str(tiny_data) if a == "DATA" else a for a in args]

@@ -150,7 +150,9 @@ def test_mass_from_pairs_a_finetuning_recipe_with_the_same_checkpoint(tmp_path):
     ckpt = curation_ablation.mass_pretrain(args, new, new / "data", arch, 1)
     assert ckpt == base.resolve() / arch / "seed1" / "mass" / "checkpoint_last.pt"
     assert curation_ablation.mass_pretrain(args, new, new / "data", arch, 1) == ckpt  # resumed: the same
-    assert json.loads((new / arch / "seed1" / "mass" / "done").read_text())["mass_from_recipe"] == "r-base"
+    done = json.loads((new / arch / "seed1" / "mass" / "done").read_text())
+    assert done["mass_from_recipe"] == "r-base" and done["mass_from_wall_s"] == 5.0
+    assert curation_ablation.mass_wall_s(new, arch, 1) is None  # this WORK spent no time on MASS
 
     (row,) = curation_ablation.finished_rows(args, new, new / "data", new / "data")
     paired = row["paired_bs_vs_recipe"]
@@ -159,9 +161,12 @@ def test_mass_from_pairs_a_finetuning_recipe_with_the_same_checkpoint(tmp_path):
     assert paired["fr-en"]["bleu"]["baseline"] < 100.0 == paired["fr-en"]["bleu"]["system"] == row["fr-en"]
     assert paired["en-fr"]["bleu"]["baseline"] == paired["en-fr"]["bleu"]["system"] == row["en-fr"]
 
-    with pytest.raises(SystemExit, match="is a MASS stage of its own"):  # WORK trained its own MASS
+    with pytest.raises(SystemExit, match="started from .*/base/.*; use another --work"):  # its own MASS
         curation_ablation.mass_pretrain(type("Args", (), {"recipe": "r-base", "mass_from": str(new)})(),
                                         base, base / "data", arch, 1)
+    with pytest.raises(SystemExit, match="its MASS stage is itself .*/base/"):  # no chains
+        curation_ablation.mass_pretrain(type("Args", (), {"recipe": "r-3", "mass_from": str(new)})(),
+                                        work_dir("third", own_mass=False), tmp_path / "third" / "data", arch, 1)
     other = work_dir("other-data", own_mass=False)
     (other / "data" / "dict.txt").write_text("▁b 5\n")
     with pytest.raises(SystemExit, match="not the same data"):

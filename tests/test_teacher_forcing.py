@@ -195,3 +195,14 @@ def test_sampled_and_noised_backtranslation(tiny_data):
         assert not Counter(kept) - Counter(c[1:-1]), (n, c)  # no token the translation lacks
         changed += n != c
     assert changed > len(clean) // 4
+
+    # shuffling alone: every source keeps its tokens, and whole words move (fairseq's WordShuffle
+    # keeps the first word in place)
+    shuffled, _, _ = build(tiny_data, *sampled, "--bt-noise", "--word-dropout-prob", "0", "--word-blanking-prob", "0",
+                           "--max-word-shuffle-distance", "4")
+    shuffled.load_dataset("train")
+    moved = 0
+    for n, c in zip(bt_sources(shuffled, batch, model, 7), clean):
+        assert Counter(n) == Counter(c) and n[:2] == c[:2] and n[-1] == c[-1] == eos
+        moved += n != c
+    assert moved > 0

@@ -15,7 +15,7 @@
 #   --results-log  append the run's figures (benchmarks/demo_record.py) to this JSON-lines ledger,
 #               e.g. benchmarks/results/demo.jsonl
 set -euo pipefail
-MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; LOG=""; ARGS="$*"
+MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; LOG=""; ARGS=$(printf '%q ' "$@")
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) MINUTES="$2"; shift 2;;
@@ -80,4 +80,4 @@ done
 step "done in $(( ($(date +%s) - START) / 60 )) min; outputs in $WORK"
 for pair in en-fr fr-en; do echo "test_2016_flickr $pair:"; sed 's/^/  /' "$WORK/test.$pair.bleu"; done
 [ -z "$LOG" ] || python "$ROOT/benchmarks/demo_record.py" --work "$WORK" --arch "$ARCH" --minutes "$MINUTES" \
-  --wall-s $(( $(date +%s) - START )) $RESUMED --command "examples/multi30k/demo.sh $ARGS" --results-log "$LOG"
+  --wall-s $(( $(date +%s) - START )) $RESUMED --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"

@@ -212,6 +212,7 @@ def without_init_embeddings(state: dict, args, checkpoint: str, staging: str) ->
     import torch
 
     args.init_embeddings = None  # args is the configuration inside state
+    state.pop("last_optimizer_state", None)  # (the converter reads the weights and configuration only)
     copy = os.path.join(staging, "checkpoint.pt")
     torch.save(state, copy)
     return copy

@@ -275,6 +275,10 @@ class UnsupervisedTranslationTask(TranslationTask):
         if not cfg.bt_sampling_temperature > 0:
             raise UnsupervisedTranslationError(
                 f"--bt-sampling-temperature {cfg.bt_sampling_temperature}: must be > 0")
+        if cfg.bt_sampling_temperature != 1.0 and cfg.bt_sampling_topk == 0:
+            raise UnsupervisedTranslationError(
+                f"--bt-sampling-temperature {cfg.bt_sampling_temperature} has no effect on greedy "
+                "back-translation: give --bt-sampling-topk too")
         self.bt_noiser = None  # --bt-noise: built with the training data (its word grouping)
         self.bt_filter = None
         if cfg.bt_filter_scores:
@@ -639,43 +643,62 @@ class UnsupervisedTranslationTask(TranslationTask):
             max_len_a=self.cfg.bt_max_len_a, max_len_b=self.cfg.bt_max_len_b,
             max_len=max_len, banned_tokens=self.never_generated,
             sampling_topk=self.cfg.bt_sampling_topk, temperature=self.cfg.bt_sampling_temperature,
-            generator=self.bt_generator(net_input["src_tokens"].device, lang, update_num),
+            generator=self.bt_generator(net_input["src_tokens"].device, sample, lang, update_num),
         )
         model.train(was_training)
-        sources = hypotheses
-        if self.bt_noiser is not None:
-            with data_utils.numpy_seed(self.cfg.seed, update_num, zlib.crc32(f"bt-noise-{lang}".encode())):
-                sources = [self.noised(hyp) for hyp in hypotheses]
         src_tokens, src_lengths = make_backtranslated_source(
-            sources, self.lang_idx[other], self.dictionary.pad(), self.dictionary.eos(),
+            hypotheses, self.lang_idx[other], self.dictionary.pad(), self.dictionary.eos(),
             self.cfg.left_pad_source,
         )
         self._show_bt_sample(sample, src_tokens, lang, other, update_num)
         bt_sample = {**sample, "net_input": {**net_input, "src_tokens": src_tokens, "src_lengths": src_lengths}}
-        if self.bt_filter is None:
-            return bt_sample, {}
-        pad = self.dictionary.pad()
-        pairs = BackTranslatedPairs(
-            model=model, task=self, source_lang=other, target_lang=lang, translations=hypotheses,
-            originals=[utils.strip_pad(t, pad) for t in sample["target"]], sample=bt_sample,
-            mono_sample=sample,
-        )
-        rows, log = self.bt_filter.select(pairs, update_num)
-        return select_rows(bt_sample, rows, pad), log
+        log, kept = {}, hypotheses
+        if self.bt_filter is not None:  # the scores judge the translations themselves, before any noise
+            pad = self.dictionary.pad()
+            pairs = BackTranslatedPairs(
+                model=model, task=self, source_lang=other, target_lang=lang, translations=hypotheses,
+                originals=[utils.strip_pad(t, pad) for t in sample["target"]], sample=bt_sample,
+                mono_sample=sample,
+            )
+            rows, log = self.bt_filter.select(pairs, update_num)
+            bt_sample = select_rows(bt_sample, rows, pad)
+            kept = [hypotheses[i] for i in rows.tolist()]
+        if self.bt_noiser is not None and kept:
+            src_tokens, src_lengths = make_backtranslated_source(
+                self.noised(kept, self.draw_key("noise", bt_sample, lang, update_num)), self.lang_idx[other],
+                self.dictionary.pad(), self.dictionary.eos(), self.cfg.left_pad_source)
+            bt_sample = {**bt_sample, "net_input": {**bt_sample["net_input"], "src_tokens": src_tokens,
+                                                    "src_lengths": src_lengths}}
+        return bt_sample, log
 
-    def bt_generator(self, device, lang: str, update_num: int) -> Optional[torch.Generator]:
-        """The random numbers of --bt-sampling-topk's draws: seeded by (--seed, update, language),
-        so that a run is reproducible and a resumed run draws what it would have drawn."""
+    def draw_key(self, what: str, sample, lang: str, update_num: int) -> int:
+        """The seed of one batch's random draws: (--seed, update, language, the batch's sentence
+        ids), so that a run is reproducible, a resumed run draws what it would have drawn, and
+        the micro-batches of one update (--update-freq, data-parallel workers) draw apart."""
+        ids = sample["id"].cpu().numpy().astype("int64").tobytes()
+        return zlib.crc32(ids, zlib.crc32(f"bt-{what}-{self.cfg.seed}-{update_num}-{lang}".encode()))
+
+    def bt_generator(self, device, sample, lang: str, update_num: int) -> Optional[torch.Generator]:
+        """The random numbers of --bt-sampling-topk's draws (None: greedy, no draws)."""
         if self.cfg.bt_sampling_topk == 0:
             return None
         generator = torch.Generator(device=device)
-        generator.manual_seed(zlib.crc32(f"bt-sample-{self.cfg.seed}-{update_num}-{lang}".encode()))
+        generator.manual_seed(self.draw_key("sample", sample, lang, update_num))
         return generator
 
-    def noised(self, tokens: torch.Tensor) -> torch.Tensor:
-        """--bt-noise: one back-translation (1-D, ending with eos) with the DAE word noise."""
-        noisy = self.bt_noiser.noising(tokens.cpu().unsqueeze(1), torch.tensor([tokens.numel()]))
-        return noisy[:, 0][noisy[:, 0].ne(self.dictionary.pad())].to(tokens.device)
+    def noised(self, hypotheses: List[torch.Tensor], seed: int) -> List[torch.Tensor]:
+        """--bt-noise: the back-translations (1-D, ending with eos) with the DAE word noise. One
+        sentence at a time, as fairseq's NoisingDataset calls the noiser (its word dropout counts
+        a padded column's padding as words), after one copy of the batch to the CPU."""
+        pad = self.dictionary.pad()
+        device = hypotheses[0].device
+        batch = data_utils.collate_tokens(hypotheses, pad, left_pad=False).cpu()
+        noisy = []
+        with data_utils.numpy_seed(seed):
+            for row, hyp in zip(batch, hypotheses):
+                tokens = row[: hyp.numel()].unsqueeze(1)
+                noisy.append(self.bt_noiser.noising(tokens, torch.tensor([hyp.numel()]))[:, 0])
+        return [row[row.ne(pad)].to(device) for row in noisy]
 
     def _show_bt_sample(self, sample, src_tokens, lang, other, update_num):
         interval = self.cfg.bt_show_samples_interval
@@ -750,8 +773,9 @@ class UnsupervisedTranslationTask(TranslationTask):
 
     def round_trip(self, model, src_tokens, src_lengths, lang: str, via: str):
         """Greedy round trip of a batch of ``lang`` sentences (``[__lang__] x </s>``): x -> y in
-        ``via`` -> x_hat in ``lang``, decoded as online back-translation decodes
-        (:func:`~fairseq_smallcap.backtranslation.greedy_decode`, ``--bt-max-len-a/b``).
+        ``via`` -> x_hat in ``lang``, decoded greedily (never sampled) with online
+        back-translation's decoder (:func:`~fairseq_smallcap.backtranslation.greedy_decode`,
+        ``--bt-max-len-a/b``).
         Returns x_hat, a list of token tensors ending with eos."""
         max_len = min(self.cfg.max_source_positions, model.max_decoder_positions()) - 1
         pad, eos = self.dictionary.pad(), self.dictionary.eos()
