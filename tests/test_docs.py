@@ -55,12 +55,16 @@ def test_tables_come_from_the_ledger(tmp_path):
 
     test = {d: {"bleu": b, "chrf": 77.7, "bleu_signature": "sig-bleu", "chrf_signature": "sig-chrf",
                 "distinct": 1.0, "copied": 0.0} for d, b in (("en-fr", 98.76), ("fr-en", 97.65))}
-    fake = {"arch": "smallcap_very_small", "seed": 7, "system": "baseline", "recipe": "test-only-recipe",
+    fake = {"arch": "smallcap_very_small", "system": "baseline", "recipe": "test-only-recipe",
             "en-fr": 98.76, "fr-en": 97.65, "mean": (98.76 + 97.65) / 2, "test": test,
             "finetune_wall_s": 60.0, "valid_bleu": [[200, 50.0]], "command": "python reproduce-the-fake-run.py",
             "recorded": {"date": "2000-01-01", "commit": "0000000"}}
+    # a higher mean on one seed only: listed after the recipes measured on 3 seeds
+    anecdote = {**fake, "seed": 7, "recipe": "test-only-anecdote", "en-fr": 99.9, "fr-en": 99.9, "mean": 99.9,
+                "command": "python reproduce-the-anecdote.py"}
     with open(results / LEDGER.name, "a", encoding="utf-8") as f:
-        f.write(json.dumps(fake) + "\n")
+        for record in ({**fake, "seed": 7}, {**fake, "seed": 8}, {**fake, "seed": 9}, anecdote):
+            f.write(json.dumps(record) + "\n")
 
     stale = report(*paths, "--check")  # the committed files no longer match the ledger
     assert stale.returncode == 1
@@ -70,9 +74,11 @@ def test_tables_come_from_the_ledger(tmp_path):
     after_readme, after_out = results_block(readme), out.read_text(encoding="utf-8")
     assert after_readme != before_readme and after_out != before_out
     # the best recipe now is the fake one: its scores and its recorded command fill the README's table
-    assert "| `test-only-recipe` | `smallcap_very_small` | baseline | 1 (seed 7) | 98.21 | 98.76 | 97.65 | 77.70 | " \
-        "77.70 |" in after_readme
-    assert "python reproduce-the-fake-run.py" in after_readme
+    rows = [line for line in after_readme.splitlines() if line.startswith("| `")]
+    assert rows[0] == ("| `test-only-recipe` | `smallcap_very_small` | baseline | 3 (seeds 7, 8, 9) | 98.21 ± 0.00 | "
+                       "98.76 ± 0.00 | 97.65 ± 0.00 | 77.70 ± 0.00 | 77.70 ± 0.00 |"), rows
+    assert any(r.startswith("| `test-only-anecdote` |") for r in rows[1:])
+    assert "python reproduce-the-fake-run.py" in after_readme and "reproduce-the-anecdote" not in after_readme
     assert "### Recipe `test-only-recipe`" in after_out and "98.76" in after_out
     # the rest of the README is left as it was (the compression block is generated too: its links
     # are relative to where the README is)
