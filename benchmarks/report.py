@@ -45,6 +45,10 @@ RECIPES = {
     "mass-fixed+emb128+shared": "`mass-fixed+emb128` with one embedding table for the encoder, the decoder "
                                 "and the output projection (`--share-all-embeddings`, as in Lample et al. "
                                 "2018b and the anchor run), in MASS and fine-tuning.",
+    "mass-fixed+emb128+bt-top10": "`mass-fixed+emb128` fine-tuned with back-translations sampled from the 10 "
+                                  "most likely tokens (`--bt-sampling-topk 10`, Edunov et al. 2018) instead of "
+                                  "greedy ones, from the same MASS checkpoints (`curation_ablation.py "
+                                  "--mass-from`).",
 }
 # The command that reproduces each recipe, all its seeds at once: the README shows it;
 # benchmarks/README.md shows the commands the records hold (these where a record holds none).
@@ -465,14 +469,29 @@ def ablation_section(rows, ledger: Path, out_dir: Path) -> str:
 
 def round_trip_section(records, ledger: Path, out_dir: Path) -> str:
     parts = [f"## Round-trip model selection ([ledger]({link(ledger, out_dir)}), {len(records)} records)", "",
+             "`benchmarks/round_trip_selection.py`: every checkpoint of one run scored on parallel validation "
+             "BLEU and on round-trip BLEU of held-out monolingual sentences (greedy, mean of both "
+             "languages); the rank correlation of the two, and the parallel BLEU of the checkpoint each "
+             "one selects (what choosing without parallel data costs).", "",
              "| run | checkpoints | Spearman ρ (p) | selected by parallel BLEU | selected by round-trip BLEU | "
              "recorded | command |",
              "|---|---|---|---|---|---|---|"]
     for r in records:
+        bleu = {c.get("checkpoint"): c.get("bleu") for c in r.get("checkpoints") or []}
+        chosen = [f"{name} ({bleu[name]})" if name in bleu else str(name)
+                  for name in (r.get("selected_by_parallel_bleu"), r.get("selected_by_round_trip_bleu"))]
         parts.append(f"| `{r.get('run_dir')}` | {r.get('n_checkpoints')} | {r.get('spearman_rho')} "
-                     f"({r.get('spearman_p')}) | {r.get('selected_by_parallel_bleu')} | "
-                     f"{r.get('selected_by_round_trip_bleu')} | {r.get('date', '–')}, {r.get('commit', '–')} | "
-                     f"`{r.get('command', '–')}` |")
+                     f"({r.get('spearman_p')}) | {chosen[0]} | {chosen[1]} | {r.get('date', '–')}, "
+                     f"{r.get('commit', '–')} | `{r.get('command', '–')}` |")
+    for r in records:
+        if r.get("checkpoints"):
+            parts += ["", f"`{r.get('run_dir')}`" + (f" ({r['note']})" if r.get("note") else "") + ":", "",
+                      "| updates | parallel BLEU en→fr / fr→en (mean) | round-trip BLEU en / fr (mean) |",
+                      "|---|---|---|"]
+            for c in r["checkpoints"]:
+                parts.append(f"| {c.get('num_updates')} | {c.get('bleu_en_fr')} / {c.get('bleu_fr_en')} "
+                             f"({c.get('bleu')}) | {c.get('round_trip_bleu_en')} / {c.get('round_trip_bleu_fr')} "
+                             f"({c.get('round_trip_bleu')}) |")
     return "\n".join(parts)
 
 

@@ -143,7 +143,7 @@ def main(argv=None):
 
     rho, p = spearmanr([r["bleu"] for r in rows], [r["round_trip_bleu"] for r in rows])
     rho = None if rho != rho else round(float(rho), 4)  # nan (constant input) -> None
-    p = None if p != p else round(float(p), 4)
+    p = None if p != p else float(f"{float(p):.2g}")  # two significant digits (a small p is not 0)
     best_parallel = max(rows, key=lambda r: r["bleu"])["checkpoint"]
     best_round_trip = max(rows, key=lambda r: r["round_trip_bleu"])["checkpoint"]
     record = {
