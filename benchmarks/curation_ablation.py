@@ -283,14 +283,13 @@ def mass_pretrain(args, work, base, arch, seed):
     ckpt = out / "checkpoint_last.pt"
     if args.mass_from and not (out / "done").exists():
         return shared_mass(args, base, arch, seed, out)
-    if args.mass_from:
-        recorded = mass_source(work, arch, seed)[0]
-        if recorded != Path(args.mass_from).resolve() / arch / f"seed{seed}" / "mass":
-            sys.exit(f"--mass-from {args.mass_from}: {out} started from {recorded}; use another --work")
     if (out / "done").exists():
         text = (out / "done").read_text().strip()
         recorded_recipe(args, out / "done", json.loads(text) if text else {})  # refuse another recipe's
-        ckpt = mass_source(work, arch, seed)[0] / "checkpoint_last.pt"
+        source, _ = mass_source(work, arch, seed)
+        if args.mass_from and source != Path(args.mass_from).resolve() / arch / f"seed{seed}" / "mass":
+            sys.exit(f"--mass-from {args.mass_from}: {out} started from {source}; use another --work")
+        ckpt = source / "checkpoint_last.pt"
     else:
         start = time.time()
         sh([BIN / "fairseq-train", base, *common_flags(args, arch, seed), "--save-dir", out,

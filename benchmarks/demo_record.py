@@ -33,7 +33,8 @@ def updates_of(checkpoint: Path):
         return None
     import torch
 
-    sys.path.insert(0, str(REPO))
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
     from fairseq_smallcap import checkpoint_safety
 
     checkpoint_safety.install()

@@ -403,25 +403,24 @@ class UnsupervisedTranslationTask(TranslationTask):
                 datasets[f"{lang}-MASS"] = mass
                 epoch_aware.append(mass)
             if "DAE" in objectives:
-                noiser = build_word_noiser(
-                    self.dictionary, self.word_scheme(data_path), self.cfg.max_word_shuffle_distance,
-                    self.cfg.word_dropout_prob, self.cfg.word_blanking_prob,
-                )
-                noisy = EpochNoisingDataset(mono, self.dictionary, self.cfg.seed, noiser)
+                noisy = EpochNoisingDataset(mono, self.dictionary, self.cfg.seed, self.word_noiser(data_path))
                 datasets[f"{lang}-DAE"] = self.lang_pair_dataset(PrependTokenDataset(noisy, lang_idx), mono, lang)
                 epoch_aware.append(noisy)
             if "BT" in objectives:
                 datasets[f"{lang}-BT"] = clean
                 if self.cfg.bt_noise and self.bt_noiser is None:
-                    self.bt_noiser = build_word_noiser(
-                        self.dictionary, self.word_scheme(data_path), self.cfg.max_word_shuffle_distance,
-                        self.cfg.word_dropout_prob, self.cfg.word_blanking_prob)
+                    self.bt_noiser = self.word_noiser(data_path)
             logger.info(f"{lang}: {len(mono)} monolingual sentences from {prefix} "
                         f"for {', '.join(objectives)}")
             if self.difficulty is not None:
                 cdf = as_cdf(self.difficulty(mono, self.dictionary))
                 difficulty_cdf.update({f"{lang}-{obj}": cdf for obj in objectives})
         return _EpochRoundRobinZipDatasets(datasets, epoch_aware, difficulty_cdf)
+
+    def word_noiser(self, data_path: str):
+        """Lample et al.'s word noise with the DAE flags, for DAE and --bt-noise."""
+        return build_word_noiser(self.dictionary, self.word_scheme(data_path), self.cfg.max_word_shuffle_distance,
+                                 self.cfg.word_dropout_prob, self.cfg.word_blanking_prob)
 
     def word_scheme(self, data_path: str) -> str:
         """The DAE word grouping: --word-noise-scheme, or read off the dictionary (logged)."""
