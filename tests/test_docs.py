@@ -62,8 +62,15 @@ def test_tables_come_from_the_ledger(tmp_path):
     # a higher mean on one seed only: listed after the recipes measured on 3 seeds
     anecdote = {**fake, "seed": 7, "recipe": "test-only-anecdote", "en-fr": 99.9, "fr-en": 99.9, "mean": 99.9,
                 "command": "python reproduce-the-anecdote.py"}
+    # the fake recipe paired with a fake base recipe of the same seeds, whose means are 90, 91, 93:
+    # differences 8.205, 7.205, 5.205, mean 6.8717, sd 1.5275, 95% t (2 df, 4.3027) half width
+    # 3.7946 by hand -> +6.87 [+3.08, +10.67]; the largest bootstrap p value is 0.004
+    bootstrap = {"against": "test-only-base", **{d: {"bleu": {"p_value": p}, "chrf": {"p_value": 0.001}}
+                                                 for d, p in (("en-fr", 0.002), ("fr-en", 0.004))}}
+    base = [{**fake, "recipe": "test-only-base", "seed": seed, "en-fr": m, "fr-en": m, "mean": m,
+             "command": "python reproduce-the-base.py"} for seed, m in ((7, 90.0), (8, 91.0), (9, 93.0))]
     with open(results / LEDGER.name, "a", encoding="utf-8") as f:
-        for record in ({**fake, "seed": 7}, {**fake, "seed": 8}, {**fake, "seed": 9}, anecdote):
+        for record in (*({**fake, "seed": s, "paired_bs_vs_recipe": bootstrap} for s in (7, 8, 9)), anecdote, *base):
             f.write(json.dumps(record) + "\n")
 
     stale = report(*paths, "--check")  # the committed files no longer match the ledger
@@ -79,6 +86,9 @@ def test_tables_come_from_the_ledger(tmp_path):
                        "98.76 ± 0.00 | 97.65 ± 0.00 | 77.70 ± 0.00 | 77.70 ± 0.00 |"), rows
     assert any(r.startswith("| `test-only-anecdote` |") for r in rows[1:])
     assert "python reproduce-the-fake-run.py" in after_readme and "reproduce-the-anecdote" not in after_readme
+    assert ("`test-only-recipe` against `test-only-base` on the same seeds (per-seed difference of the mean "
+            "BLEU, 95% t interval): +6.87 [+3.08, +10.67] (3 seeds: ") in after_readme
+    assert "BLEU and chrF: p ≤ 0.004." in after_readme
     assert "### Recipe `test-only-recipe`" in after_out and "98.76" in after_out
     # the rest of the README is left as it was (the compression block is generated too: its links
     # are relative to where the README is)
