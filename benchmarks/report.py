@@ -196,17 +196,19 @@ def against_recipe(run):
     return (run.get("paired_bs_vs_recipe") or {}).get("against")
 
 
+def seed_means(rows, name, arch, system):
+    """{seed: mean BLEU of both directions} of one recipe's runs of one size and system."""
+    return {r["seed"]: r["mean"] for r in rows if (recipe_of(r), r["arch"], r["system"]) == (name, arch, system)}
+
+
 def recipe_comparisons(rows):
     """Per-seed paired differences of each run group against the recipe its records name in
     ``paired_bs_vs_recipe`` (the legacy recipe is compared by curation_ablation.report_paired)."""
-    def means(name, arch, system):
-        return {r["seed"]: r["mean"] for r in rows if (recipe_of(r), r["arch"], r["system"]) == (name, arch, system)}
-
     lines = []
     for (name, arch, system), runs in groups_of(rows).items():
         for other in dict.fromkeys(filter(None, map(against_recipe, runs))):
             if other != LEGACY_RECIPE:
-                paired = paired_differences(means(other, arch, system), means(name, arch, system))
+                paired = paired_differences(seed_means(rows, other, arch, system), seed_means(rows, name, arch, system))
                 if paired["seeds"]:
                     lines.append(f"| {name} | {arch} | {system} | {other} {system} | {format_paired(paired)} |")
     return lines
@@ -248,8 +250,7 @@ def comparison_lines(rows, name, arch, system, runs):
     paired-bootstrap p value over its seeds, directions and metrics."""
     lines = []
     for other in dict.fromkeys(filter(None, map(against_recipe, runs))):
-        theirs = {r["seed"]: r["mean"] for r in rows if (recipe_of(r), r["arch"], r["system"]) == (other, arch, system)}
-        paired = paired_differences(theirs, {r["seed"]: r["mean"] for r in runs})
+        paired = paired_differences(seed_means(rows, other, arch, system), seed_means(rows, name, arch, system))
         if not paired["seeds"]:
             continue
         p_values = [r["paired_bs_vs_recipe"][d][metric]["p_value"] for r in runs if against_recipe(r) == other
