@@ -1,6 +1,6 @@
 """Time to quality against the anchor: fairseq's own ``online_backtranslation`` task (DAE + online
 BT from scratch) and our recipe ``mass-fixed+emb128`` (skip-gram embeddings, MASS pretraining,
-then DAE + online BT), each trained for the same wall-clock budget on the same machine and data,
+then DAE + online BT), each trained for a wall-clock budget (by default the same) on the same machine and data,
 every saved checkpoint scored the same way offline.
 
     python benchmarks/time_to_quality.py --work runs/ttq --minutes 86 --checkpoint-minutes 5 \\
@@ -17,7 +17,12 @@ command of both; ``--arch`` and ``--max-tokens`` are shared):
   training time left after the embeddings, then DAE + online BT from the MASS checkpoint until the
   budget (the split of ``examples/multi30k/demo.sh``); the fairseq-train flags are
   ``curation_ablation.common_flags`` plus the stage flags of ``curation_ablation.py``, with
-  ``--init-embeddings``.
+  ``--init-embeddings``, and ``examples/multi30k/demo.sh``'s fine-tuning warm-up for the budget (50
+  updates under 30 minutes, else 200). ``--ours-minutes`` gives ours its own budget (its schedule
+  scaled to it: does ours given M minutes reach what the anchor reaches in 86?), ``--ours-seeds``
+  several runs of ours, one after another, each on its own clock (``WORK/ours-sN``), and
+  ``--ours-checkpoint-minutes`` its own checkpoint interval. With ``--share-all-embeddings`` in
+  ``--extra`` ours is the recipe ``mass-fixed+emb128+shared``.
 
 What "minutes" means: wall-clock seconds since the system's training began, measured by this
 script around its subprocesses (their start-up included): for ``ours`` the embeddings, the MASS
@@ -35,8 +40,10 @@ every ``--checkpoint-minutes`` mark of the system clock (moved to ``WORK/SYSTEM/
 the others, and it keeps each stage's last checkpoint (``checkpoint_last.pt`` when it stopped).
 Interrupted and run again with the same ``--work``, a stage resumes from its ``checkpoint_last.pt``
 and its clock from that checkpoint's minute (the work lost after it is not counted); a finished
-system has ``WORK/SYSTEM/done.json`` and is not trained again. ``--side-by-side`` trains both
-systems at the same time, each with half of ``--threads`` (OMP_NUM_THREADS) instead of all of them.
+system has ``WORK/SYSTEM/done.json`` and is not trained again. ``--side-by-side`` trains in two
+lanes at the same time, each with half of ``--threads`` (OMP_NUM_THREADS) instead of all of them:
+the anchor in one; ours' runs, then the validation scores of every checkpoint kept so far (while the
+anchor still trains), in the other.
 
 Scoring, the same for both systems: Multi30k val both ways (``DATA/valid.en-fr.*``, references
 ``DATA/raw/valid.*``), **greedy** decoding with ``fairseq_smallcap.backtranslation.greedy_decode``
@@ -52,7 +59,8 @@ start the decoder with ``</s>`` instead of the target-language token.
 Report: validation BLEU (mean of both directions) against minutes for both systems; the anchor's
 level (its last checkpoint's BLEU); the minutes each system needs to reach it (its first
 checkpoint at or above it) and their ratio (anchor minutes / our minutes: how many times faster
-ours is; a bound when a system reaches the level at its first scored checkpoint); test BLEU and chrF
+ours is; a bound when a system reaches the level at its first scored checkpoint; with several
+seeds of ours the smallest ratio, each one, and their mean and std); test BLEU and chrF
 on test_2016_flickr both ways, with signatures, of each system's last checkpoint and its best one
 by validation BLEU. ``--results-log`` appends one JSON record per invocation; ``--plot`` draws the
 curves.
@@ -74,7 +82,6 @@ import bt_speed  # (benchmarks/, beside this script)
 import scoring
 from curation_ablation import BIN, REPO, USER_DIR, common_flags, provenance
 
-SYSTEMS = ("anchor", "ours")
 RECIPE = "mass-fixed+emb128"
 MASS_SHARE = 0.3  # of the training time left after the embeddings (examples/multi30k/demo.sh)
 DIRECTIONS = (("en", "fr"), ("fr", "en"))
@@ -125,29 +132,37 @@ def save_flags(args, save_dir: Path):
             "--keep-interval-updates", "-1", "--no-epoch-checkpoints", "--disable-validation"]
 
 
-def ours_flags(args):
+def ours_flags(args, seed, embeddings: Path):
     """curation_ablation's flags of every stage (its ``--extra`` is this script's ``--extra``),
     with the embeddings."""
     spec = argparse.Namespace(max_tokens=args.max_tokens, cpu=True, extra=args.extra)
-    return [str(f) for f in common_flags(spec, args.arch, args.seed)] + ["--init-embeddings", str(args.embeddings)]
+    return [str(f) for f in common_flags(spec, args.arch, seed)] + ["--init-embeddings", str(embeddings)]
 
 
-def mass_command(args, save_dir: Path):
+def mass_command(args, seed, embeddings: Path, save_dir: Path):
     # curation_ablation.mass_pretrain's stage flags
-    return [str(BIN / "fairseq-train"), str(args.data), *ours_flags(args), "--lambda-mass", "1",
+    return [str(BIN / "fairseq-train"), str(args.data), *ours_flags(args, seed, embeddings), "--lambda-mass", "1",
             "--lambda-dae", "0", "--lambda-bt", "0", *save_flags(args, save_dir)]
 
 
-def finetune_command(args, save_dir: Path, mass_checkpoint: Path):
-    # curation_ablation.finetune's stage flags (baseline system), without its in-training validation
-    return [str(BIN / "fairseq-train"), str(args.data), *ours_flags(args), "--lambda-mass", "0",
+def finetune_warmup(minutes: float) -> int:
+    """examples/multi30k/demo.sh's fine-tuning warm-up: 50 updates under a 30-minute budget (the
+    stage then has only a few hundred updates), else common_flags' 200."""
+    return 50 if minutes < 30 else 200
+
+
+def finetune_command(args, seed, embeddings: Path, save_dir: Path, mass_checkpoint: Path, minutes: float):
+    # curation_ablation.finetune's stage flags (baseline system), without its in-training validation,
+    # with demo.sh's warm-up for the budget (the later --warmup-updates wins)
+    return [str(BIN / "fairseq-train"), str(args.data), *ours_flags(args, seed, embeddings), "--lambda-mass", "0",
             "--lambda-dae", "0:1,2000:0.1", "--lambda-bt", "1", "--bt-show-samples-interval", "0",
+            "--warmup-updates", str(finetune_warmup(minutes)),
             "--finetune-from-model", str(mass_checkpoint), *save_flags(args, save_dir)]
 
 
-def embeddings_command(args):
+def embeddings_command(args, embeddings: Path):
     return [str(BIN / "smallcap-embeddings"), str(args.data), "--dim", str(args.emb_dim), "--threads", "1",
-            "--out", str(args.embeddings)]
+            "--out", str(embeddings)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,18 +192,20 @@ def interval_updates(path: Path) -> int:
 class SystemRun:
     """One system's training, its clock and its kept checkpoints, in WORK/SYSTEM/state.json."""
 
-    def __init__(self, name, work: Path, args, threads: int):
+    def __init__(self, name, work: Path, args, threads: int, minutes: float, checkpoint_minutes: float, seed: int):
         self.name, self.args, self.threads = name, args, threads
+        self.minutes, self.checkpoint_minutes, self.seed = minutes, checkpoint_minutes, seed
         self.dir = work / name
+        self.embeddings = self.dir / f"emb{args.emb_dim}.vec"
         self.kept = self.dir / "kept"
         self.kept.mkdir(parents=True, exist_ok=True)
         self.state_file = self.dir / "state.json"
         self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {
-            "system": name, "stages": {}, "checkpoints": [], "next_mark_s": args.checkpoint_minutes * 60,
-            "budget_s": args.minutes * 60, "threads": threads}
-        if abs(self.state["budget_s"] - args.minutes * 60) > 1e-6:
-            sys.exit(f"{self.dir}: trained with --minutes {self.state['budget_s'] / 60:g}, not {args.minutes:g}; "
-                     "use another --work")
+            "system": name, "stages": {}, "checkpoints": [], "next_mark_s": checkpoint_minutes * 60,
+            "budget_s": minutes * 60, "threads": threads, "seed": seed}
+        if abs(self.state["budget_s"] - minutes * 60) > 1e-6 or self.state.get("seed", seed) != seed:
+            sys.exit(f"{self.dir}: trained with a budget of {self.state['budget_s'] / 60:g} minutes and seed "
+                     f"{self.state.get('seed', seed)}, not {minutes:g} and {seed}; use another --work")
         self.budget_s = self.state["budget_s"]
 
     @property
@@ -208,9 +225,9 @@ class SystemRun:
         stage = self.state["stages"].setdefault("embeddings", {"start_s": 0.0})
         if stage.get("end_s") is not None:
             return
-        if self.args.embeddings.exists():
-            self.args.embeddings.unlink()  # an interrupted run's partial file
-        command = embeddings_command(self.args)
+        if self.embeddings.exists():
+            self.embeddings.unlink()  # an interrupted run's partial file
+        command = embeddings_command(self.args, self.embeddings)
         say(f"[{self.name}] embeddings: $ {shlex.join(command)}")
         start = time.time()
         with open(self.dir / "embeddings.log", "a") as log:
@@ -286,7 +303,7 @@ class SystemRun:
                 kept = self.kept / f"{stage_name}_{updates:07d}.pt"
                 os.replace(path, kept)
                 self.add_checkpoint(kept, stage_name, updates, seconds)
-                step = self.args.checkpoint_minutes * 60
+                step = self.checkpoint_minutes * 60
                 self.state["next_mark_s"] = (math.floor(seconds / step) + 1) * step
             else:
                 path.unlink()
@@ -312,9 +329,11 @@ class SystemRun:
             self.run_embeddings()
             emb_end = self.state["stages"]["embeddings"]["end_s"]
             mass_end = emb_end + MASS_SHARE * max(self.budget_s - emb_end, 0.0)
-            self.run_stage("mass", mass_command(self.args, self.dir / "mass"), self.dir / "mass", emb_end, mass_end)
+            self.run_stage("mass", mass_command(self.args, self.seed, self.embeddings, self.dir / "mass"),
+                           self.dir / "mass", emb_end, mass_end)
             mass_last = self.dir / "mass" / "checkpoint_last.pt"
-            self.run_stage("finetune", finetune_command(self.args, self.dir / "finetune", mass_last),
+            self.run_stage("finetune", finetune_command(self.args, self.seed, self.embeddings, self.dir / "finetune",
+                                                        mass_last, self.minutes),
                            self.dir / "finetune", self.state["stages"]["mass"]["end_s"], self.budget_s,
                            loads=mass_last)
         last_stage = "train" if self.name == "anchor" else "finetune"
@@ -335,6 +354,8 @@ class Scorer:
         self.args = args
         self.spm = sentencepiece.SentencePieceProcessor(model_file=str(args.data / "spm.model"))
         self.user_dir_loaded = False
+        self.threads = args.threads
+        self.lock = threading.Lock()  # one checkpoint at a time (the training threads only watch files)
 
     def load(self, checkpoint: Path):
         import torch
@@ -344,8 +365,8 @@ class Scorer:
             sys.path.insert(0, str(REPO))
             utils.import_user_module(argparse.Namespace(user_dir=str(USER_DIR)))
             logging.getLogger().setLevel(logging.WARNING)  # (fairseq's imports log at INFO: quiet)
-            torch.set_num_threads(self.args.threads)
             self.user_dir_loaded = True
+        torch.set_num_threads(self.threads)
         models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
             [str(checkpoint)], arg_overrides={"data": str(self.args.data)})
         return models[0].eval(), task
@@ -386,6 +407,10 @@ class Scorer:
         ``split`` (valid or test), its first ``lines`` sentences (all: None)."""
         from fairseq.data import data_utils
 
+        with self.lock:
+            return self._score(checkpoint, split, lines, data_utils)
+
+    def _score(self, checkpoint: Path, split: str, lines, data_utils):
         model, task = self.load(checkpoint)
         out = {}
         for src, tgt in DIRECTIONS:
@@ -417,7 +442,7 @@ def cached_score(scorer, run: SystemRun, entry, split, lines):
 
 def curve_of(scorer, run: SystemRun, lines):
     curve = []
-    for entry in sorted(run.state["checkpoints"], key=lambda c: c["minutes"]):
+    for entry in sorted(list(run.state["checkpoints"]), key=lambda c: c["minutes"]):
         scores = cached_score(scorer, run, entry, "valid", lines)
         curve.append({**{k: entry[k] for k in ("minutes", "stage", "num_updates", "checkpoint")},
                       "en-fr": scores["en-fr"]["bleu"], "fr-en": scores["fr-en"]["bleu"], "bleu": scores["bleu"]})
@@ -433,37 +458,55 @@ def minutes_to_reach(curve, level):
     return None, False
 
 
+def ratio_kind(ours_first, anchor_first):
+    if ours_first and anchor_first:
+        return "unbounded: both reach the level at their first checkpoint (checkpoint more often to measure it)"
+    if ours_first:
+        return "lower bound: ours reaches the level at its first checkpoint, maybe earlier"
+    if anchor_first:
+        return "upper bound: the anchor reaches the level at its first checkpoint, maybe earlier"
+    return "exact (to the checkpoint interval)"
+
+
 def time_to_quality(curves):
     """The anchor's level (its last point's BLEU), the minutes each system needs to reach it, and
-    their ratio (anchor / ours: how many times faster ours reaches it) with what it bounds."""
+    the ratio (anchor / ours: how many times faster ours reaches it) with what it bounds, for every
+    run of ours (every curve but ``anchor``: one per seed). ``ratio_anchor_over_ours`` is the
+    smallest of them (None if a run of ours never reaches the level); with several runs of ours,
+    ``ratios`` has each one and ``ratio_mean`` / ``ratio_std`` their mean and sample std."""
     level = curves["anchor"][-1]["bleu"]
+    ours_names = [name for name in curves if name != "anchor"]
     anchor_min, anchor_first = minutes_to_reach(curves["anchor"], level)
-    ours_min, ours_first = minutes_to_reach(curves["ours"], level)
-    result = {"anchor_level": level, "minutes_to_level": {"anchor": anchor_min, "ours": ours_min},
-              "reached_at_first_checkpoint": {"anchor": anchor_first, "ours": ours_first}}
-    if ours_min is None:
-        return {**result, "ratio_anchor_over_ours": None, "ratio_kind": "ours never reaches the anchor's level"}
-    ratio = round(anchor_min / ours_min, 3)
-    if ours_first and anchor_first:
-        kind = "unbounded: both reach the level at their first checkpoint (checkpoint more often to measure it)"
-    elif ours_first:
-        kind = "lower bound: ours reaches the level at its first checkpoint, maybe earlier"
-    elif anchor_first:
-        kind = "upper bound: the anchor reaches the level at its first checkpoint, maybe earlier"
-    else:
-        kind = "exact (to the checkpoint interval)"
-    return {**result, "ratio_anchor_over_ours": ratio, "ratio_kind": kind}
+    reach = {name: minutes_to_reach(curves[name], level) for name in ours_names}
+    summary = {"anchor_level": level,
+               "minutes_to_level": {"anchor": anchor_min, **{name: reach[name][0] for name in ours_names}},
+               "reached_at_first_checkpoint": {"anchor": anchor_first, **{name: reach[name][1] for name in ours_names}}}
+    ratios = {}
+    for name in ours_names:
+        ours_min, ours_first = reach[name]
+        ratios[name] = ({"ratio": None, "kind": f"{name} never reaches the anchor's level"} if ours_min is None else
+                        {"ratio": round(anchor_min / ours_min, 3), "kind": ratio_kind(ours_first, anchor_first)})
+    values = [r["ratio"] for r in ratios.values()]
+    worst = (next(r for r in ratios.values() if r["ratio"] is None) if None in values
+             else min(ratios.values(), key=lambda r: r["ratio"]))
+    summary.update(ratio_anchor_over_ours=worst["ratio"], ratio_kind=worst["kind"])
+    if len(ours_names) > 1:
+        summary["ratios"] = ratios
+        if None not in values:
+            mean = sum(values) / len(values)
+            summary["ratio_mean"] = round(mean, 3)
+            summary["ratio_std"] = round(math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)), 3)
+    return summary
 
 
-def plot(path: Path, curves, summary, budget):
+def plot(path: Path, curves, summary, budget, labels):
     import matplotlib  # (here only: the rest of the script needs no matplotlib)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    labels = {"anchor": "fairseq online_backtranslation (anchor)", "ours": f"ours ({RECIPE})"}
-    for i, name in enumerate(SYSTEMS):
+    for i, name in enumerate(curves):
         ax.plot([p["minutes"] for p in curves[name]], [p["bleu"] for p in curves[name]], marker="o", markersize=3,
                 color=f"C{i}", label=labels[name])
         reached = summary["minutes_to_level"][name]
@@ -514,7 +557,13 @@ def main(argv=None):
                         help="fairseq's --save-interval-updates: the resolution of the checkpoints' times")
     parser.add_argument("--arch", default="smallcap_very_small")
     parser.add_argument("--max-tokens", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="the anchor's seed (and ours' without --ours-seeds)")
+    parser.add_argument("--ours-seeds", default=None,
+                        help="comma-separated seeds of ours: one run of ours each, one after another (default: --seed)")
+    parser.add_argument("--ours-minutes", type=float, default=None,
+                        help="ours' wall-clock budget, its schedule scaled to it (default: --minutes)")
+    parser.add_argument("--ours-checkpoint-minutes", type=float, default=None,
+                        help="--checkpoint-minutes of ours (default: --checkpoint-minutes)")
     parser.add_argument("--emb-dim", type=int, default=128, help="smallcap-embeddings --dim (the model's)")
     parser.add_argument("--extra", default="", help="more fairseq-train flags for every command of both systems")
     parser.add_argument("--side-by-side", action="store_true",
@@ -530,25 +579,50 @@ def main(argv=None):
     parser.add_argument("--poll-seconds", type=float, default=0.5, help=argparse.SUPPRESS)
     parser.add_argument("--progress-seconds", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or args.checkpoint_minutes <= 0 or args.save_every_updates < 1:
-        parser.error("--minutes and --checkpoint-minutes must be positive, --save-every-updates at least 1")
+    args.ours_minutes = args.minutes if args.ours_minutes is None else args.ours_minutes
+    args.ours_checkpoint_minutes = args.ours_checkpoint_minutes or args.checkpoint_minutes
+    try:
+        seeds = [int(s) for s in (args.ours_seeds or str(args.seed)).split(",")]
+    except ValueError:
+        parser.error(f"--ours-seeds {args.ours_seeds!r}: not a comma-separated list of integers")
+    if len(set(seeds)) != len(seeds):
+        parser.error(f"--ours-seeds {args.ours_seeds!r}: a seed twice")
+    if min(args.minutes, args.ours_minutes, args.checkpoint_minutes, args.ours_checkpoint_minutes) <= 0 \
+            or args.save_every_updates < 1:
+        parser.error("--minutes, --ours-minutes and the checkpoint minutes must be positive, "
+                     "--save-every-updates at least 1")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     prepare_data(args, work)
-    args.embeddings = work / "ours" / f"emb{args.emb_dim}.vec"
     threads = max(1, args.threads // 2) if args.side_by_side else args.threads
-    runs = {name: SystemRun(name, work, args, threads) for name in SYSTEMS}
+    recipe = RECIPE + ("+shared" if "--share-all-embeddings" in args.extra.split() else "")
+    runs = {"anchor": SystemRun("anchor", work, args, threads, args.minutes, args.checkpoint_minutes, args.seed)}
+    labels = {"anchor": "fairseq online_backtranslation (anchor)"}
+    for seed in seeds:
+        name = "ours" if len(seeds) == 1 else f"ours-s{seed}"
+        runs[name] = SystemRun(name, work, args, threads, args.ours_minutes, args.ours_checkpoint_minutes, seed)
+        labels[name] = f"ours ({recipe}, seed {seed}, budget {args.ours_minutes:g} min)"
+    ours_runs = [run for name, run in runs.items() if name != "anchor"]
+    scorer = Scorer(args)
     started = time.time()
     if args.side_by_side:
+        # two lanes, each with half of the threads: the anchor; ours' runs one after another, then
+        # (while the anchor still trains) the validation scores of every checkpoint kept so far
         failures = []
 
-        def train(run):
+        def lane(lane_runs, score):
             try:
-                run.train()
+                for run in lane_runs:
+                    run.train()
+                if score:
+                    scorer.threads = threads
+                    for run in [*lane_runs, runs["anchor"]]:
+                        curve_of(scorer, run, args.valid_lines)
             except SystemExit as error:  # (sys.exit in a thread ends only the thread)
                 failures.append(str(error))
 
-        workers = [threading.Thread(target=train, args=(run,)) for run in runs.values()]
+        workers = [threading.Thread(target=lane, args=([runs["anchor"]], False)),
+                   threading.Thread(target=lane, args=(ours_runs, True))]
         for worker in workers:
             worker.start()
         for worker in workers:
@@ -560,7 +634,7 @@ def main(argv=None):
             run.train()
     training_wall = time.time() - started
 
-    scorer = Scorer(args)
+    scorer.threads = args.threads
     curves = {name: curve_of(scorer, run, args.valid_lines) for name, run in runs.items()}
     for name, curve in curves.items():
         if not curve:
@@ -578,31 +652,38 @@ def main(argv=None):
                                  "valid_bleu": point["bleu"], **scores}
 
     say("\nvalidation BLEU (mean of both directions, greedy) against minutes:")
-    for name in SYSTEMS:
+    for name in runs:
         say(f"  {name}: " + ", ".join(f"{p['minutes']:.1f}: {p['bleu']:.2f}" for p in curves[name]))
     level, reach = summary["anchor_level"], summary["minutes_to_level"]
-    say(f"anchor's level at the end of its budget: {level:.2f}; minutes to reach it: anchor {reach['anchor']}, "
-        f"ours {reach['ours']}; ratio anchor / ours {summary['ratio_anchor_over_ours']} ({summary['ratio_kind']})")
-    for name in SYSTEMS:
+    say(f"anchor's level at the end of its budget: {level:.2f}; minutes to reach it: "
+        + ", ".join(f"{name} {minutes}" for name, minutes in reach.items())
+        + f"; ratio anchor / ours {summary['ratio_anchor_over_ours']} ({summary['ratio_kind']})"
+        + (f"; per run of ours {', '.join(str(r['ratio']) for r in summary['ratios'].values())}"
+           if "ratios" in summary else ""))
+    for name in runs:
         for which, t in test[name].items():
             say(f"  test_2016_flickr {name} {which} ({t['checkpoint']}, {t['minutes']:.1f} min): "
                 f"BLEU en→fr {t['en-fr']['bleu']:.2f}, fr→en {t['fr-en']['bleu']:.2f}; "
                 f"chrF {t['en-fr']['chrf']:.2f}, {t['fr-en']['chrf']:.2f}")
-    say(f"signatures: BLEU {test['ours']['last']['en-fr']['bleu_signature']}; "
-        f"chrF {test['ours']['last']['en-fr']['chrf_signature']}")
+    signature = test[ours_runs[0].name]["last"]["en-fr"]
+    say(f"signatures: BLEU {signature['bleu_signature']}; chrF {signature['chrf_signature']}")
 
     if args.plot:
-        plot(args.plot, curves, summary, args.minutes)
+        plot(args.plot, curves, summary, args.minutes, labels)
     if args.results_log:
         stamp = provenance()
         record = {
-            "benchmark": "time_to_quality", "recipe": RECIPE,
+            "benchmark": "time_to_quality", "recipe": recipe,
             "figures": {"budget_minutes": args.minutes, "checkpoint_minutes": args.checkpoint_minutes,
+                        "ours_budget_minutes": args.ours_minutes,
+                        "ours_checkpoint_minutes": args.ours_checkpoint_minutes,
+                        "ours_seeds": {run.name: run.seed for run in ours_runs},
                         "curves": curves, **summary, "test": test,
-                        "end_minutes": {name: round(runs[name].state["stages"]["train" if name == "anchor" else "finetune"]["end_s"] / 60, 3)
-                                        for name in SYSTEMS},
-                        "ours_stage_end_minutes": {stage: round(runs["ours"].state["stages"][stage]["end_s"] / 60, 3)
-                                                   for stage in ("embeddings", "mass", "finetune")}},
+                        "end_minutes": {name: round(run.state["stages"]["train" if name == "anchor" else "finetune"]["end_s"] / 60, 3)
+                                        for name, run in runs.items()},
+                        "ours_stage_end_minutes": {run.name: {stage: round(run.state["stages"][stage]["end_s"] / 60, 3)
+                                                              for stage in ("embeddings", "mass", "finetune")}
+                                                   for run in ours_runs}},
             "setup": {"data": str(args.data), "valid_lines": args.valid_lines, "test_lines": args.test_lines,
                       "decoding": "greedy (fairseq_smallcap.backtranslation.greedy_decode), max 1.3 x source + 5 "
                                   "tokens, sentencepiece-decoded, sacreBLEU/chrF defaults",
@@ -613,8 +694,9 @@ def main(argv=None):
                       "side_by_side": args.side_by_side, "threads_per_system": threads,
                       "save_every_updates": args.save_every_updates,
                       "this_invocation_trained_s": round(training_wall, 1),
-                      "commands": {name: {stage: info.get("command") for stage, info in runs[name].state["stages"].items()}
-                                   for name in SYSTEMS}},
+                      "finetune_warmup_updates": finetune_warmup(args.ours_minutes),
+                      "commands": {name: {stage: info.get("command") for stage, info in run.state["stages"].items()}
+                                   for name, run in runs.items()}},
             "command": stamp["command"], "git_commit": stamp["commit"], "machine": stamp["machine"],
             "omp_num_threads": stamp["omp_num_threads"], "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         }

@@ -1,6 +1,7 @@
-"""benchmarks/time_to_quality.py end to end in tiny form: both systems trained for a few seconds
-of wall clock on the tiny Multi30k slice, every kept checkpoint scored, one ledger record; then
-re-run on the same WORK (training and scoring skipped) and the ratio's rule on made-up curves."""
+"""benchmarks/time_to_quality.py end to end in tiny form: the anchor and two seeds of ours (on
+their own, shorter budget) trained side by side for a few seconds of wall clock on the tiny
+Multi30k slice, every kept checkpoint scored, one ledger record; then re-run on the same WORK
+(training and scoring skipped) and the ratio's rule on made-up curves."""
 import json
 import sys
 
@@ -20,11 +21,13 @@ def test_time_to_quality_end_to_end(tiny_data, tmp_path):
     work, ledger, plot = tmp_path / "work", tmp_path / "ttq.jsonl", tmp_path / "ttq.png"
     command = [sys.executable, SCRIPT, "--work", work, "--data", tiny_data, "--minutes", "0.3",
                "--checkpoint-minutes", "0.1", "--save-every-updates", "1", "--max-tokens", "600",
-               "--emb-dim", "32", "--extra", TINY_MODEL, "--threads", "1", "--valid-lines", "16",
-               "--test-lines", "16", "--results-log", ledger]
+               "--emb-dim", "32", "--extra", TINY_MODEL, "--threads", "2", "--side-by-side",
+               "--ours-seeds", "1,2", "--ours-minutes", "0.2", "--ours-checkpoint-minutes", "0.05",
+               "--valid-lines", "16", "--test-lines", "16", "--results-log", ledger]
     first = run([*command, "--plot", plot])
-    assert "[anchor] kept" in first.stdout and "[ours] kept" in first.stdout
+    assert "[anchor] kept" in first.stdout and "[ours-s1] kept" in first.stdout and "[ours-s2] kept" in first.stdout
     assert plot.stat().st_size > 0
+    ours = ("ours-s1", "ours-s2")
 
     records = [json.loads(line) for line in ledger.read_text().splitlines()]
     assert len(records) == 1
@@ -35,7 +38,15 @@ def test_time_to_quality_end_to_end(tiny_data, tmp_path):
     assert "cores" in record["machine"] and "time_to_quality.py" in record["command"]
     figures = record["figures"]
     curves = figures["curves"]
-    for system in ("anchor", "ours"):
+    assert set(curves) == {"anchor", *ours} and figures["ours_seeds"] == {"ours-s1": 1, "ours-s2": 2}
+    assert figures["budget_minutes"] == 0.3 and figures["ours_budget_minutes"] == 0.2
+    # each run of ours is on its own clock and budget (it ends a few seconds after it: start-up)
+    for system in ours:
+        assert 0.2 <= figures["end_minutes"][system] < figures["end_minutes"]["anchor"] + 0.3
+    commands = record["setup"]["commands"]
+    assert "--seed 1 " in commands["ours-s1"]["mass"] and "--seed 2 " in commands["ours-s2"]["finetune"]
+    assert "--warmup-updates 50 " in commands["ours-s2"]["finetune"]  # (demo.sh's warm-up under 30 minutes)
+    for system in curves:
         curve = curves[system]
         assert curve, system
         minutes = [p["minutes"] for p in curve]
@@ -52,29 +63,39 @@ def test_time_to_quality_end_to_end(tiny_data, tmp_path):
                 assert test[direction]["bleu_signature"].startswith("nrefs:1")
                 assert test[direction]["chrf_signature"].startswith("nrefs:1")
         assert figures["test"][system]["last"]["checkpoint"] == curve[-1]["checkpoint"]
-    # ours' curve runs through its stages in order: MASS, then DAE + BT
-    stages = [p["stage"] for p in curves["ours"]]
-    assert stages == sorted(stages, key=("mass", "finetune").index) and stages[-1] == "finetune"
+    # ours' curves run through their stages in order: MASS, then DAE + BT
+    for system in ours:
+        stages = [p["stage"] for p in curves[system]]
+        assert stages == sorted(stages, key=("mass", "finetune").index) and stages[-1] == "finetune"
+        ends = figures["ours_stage_end_minutes"][system]
+        assert 0 < ends["embeddings"] <= curves[system][0]["minutes"]
+        assert ends["embeddings"] < ends["mass"] < ends["finetune"]
     assert {p["stage"] for p in curves["anchor"]} == {"train"}
-    ends = figures["ours_stage_end_minutes"]
-    assert 0 < ends["embeddings"] <= curves["ours"][0]["minutes"] and ends["embeddings"] < ends["mass"] < ends["finetune"]
+    # ours' interval checkpoints are kept at most one per 0.05-minute mark (each stage's last one
+    # is kept besides)
+    for stage in ("mass", "finetune"):
+        marks = [int(p["minutes"] // 0.05) for p in curves["ours-s1"] if p["stage"] == stage][:-1]
+        assert len(marks) == len(set(marks)), (stage, marks)
 
-    # the level and the ratio, recomputed from the curves
+    # the level and the ratios, recomputed from the curves
     level = curves["anchor"][-1]["bleu"]
     assert figures["anchor_level"] == level
-    anchor_min, ours_min = first_at_or_above(curves["anchor"], level), first_at_or_above(curves["ours"], level)
-    assert figures["minutes_to_level"] == {"anchor": anchor_min, "ours": ours_min}
-    if ours_min is None:
+    anchor_min = first_at_or_above(curves["anchor"], level)
+    reach = {system: first_at_or_above(curves[system], level) for system in ours}
+    assert figures["minutes_to_level"] == {"anchor": anchor_min, **reach}
+    expected = {s: None if reach[s] is None else anchor_min / reach[s] for s in ours}
+    for system in ours:
+        got = figures["ratios"][system]["ratio"]
+        assert (got is None) if expected[system] is None else abs(got - expected[system]) < 1e-3, (system, got)
+    if None in expected.values():
         assert figures["ratio_anchor_over_ours"] is None
     else:
-        assert abs(figures["ratio_anchor_over_ours"] - anchor_min / ours_min) < 1e-3
-        assert figures["reached_at_first_checkpoint"] == {"anchor": anchor_min == curves["anchor"][0]["minutes"],
-                                                          "ours": ours_min == curves["ours"][0]["minutes"]}
+        assert abs(figures["ratio_anchor_over_ours"] - min(expected.values())) < 1e-3
 
     # re-run on the same WORK: nothing is trained or scored again, the figures are the same
     second = run(command)
     assert "[anchor] trained (done.json): skipped" in second.stdout
-    assert "[ours] trained (done.json): skipped" in second.stdout
+    assert "[ours-s1] trained (done.json): skipped" in second.stdout and "[ours-s2] trained" in second.stdout
     assert "valid BLEU" not in second.stdout and "test BLEU" not in second.stdout  # (from the caches)
     records = [json.loads(line) for line in ledger.read_text().splitlines()]
     assert len(records) == 2 and records[1]["figures"]["curves"] == curves
@@ -99,3 +120,14 @@ def test_ratio_rule():
     never = time_to_quality({"anchor": anchor, "ours": curve((5, 0.1), (50, 1.39))})
     assert never["ratio_anchor_over_ours"] is None and never["minutes_to_level"]["ours"] is None
     assert "never" in never["ratio_kind"]
+    # three runs of ours: 30 / 10, 30 / 6, 30 / 5 -> the smallest is the figure; mean 4.667, std 1.528
+    three = time_to_quality({"anchor": anchor, "ours-s1": curve((5, 0.2), (10, 1.5)),
+                             "ours-s2": curve((3, 0.2), (6, 1.4)), "ours-s3": curve((5, 1.6))})
+    assert three["minutes_to_level"] == {"anchor": 30, "ours-s1": 10, "ours-s2": 6, "ours-s3": 5}
+    assert {k: v["ratio"] for k, v in three["ratios"].items()} == {"ours-s1": 3.0, "ours-s2": 5.0, "ours-s3": 6.0}
+    assert three["ratio_anchor_over_ours"] == 3.0 and three["ratio_kind"].startswith("exact")
+    assert three["ratios"]["ours-s3"]["kind"].startswith("lower bound")
+    assert (three["ratio_mean"], three["ratio_std"]) == (4.667, 1.528)
+    one_never = time_to_quality({"anchor": anchor, "ours-s1": curve((5, 2.0)), "ours-s2": curve((5, 0.1))})
+    assert one_never["ratio_anchor_over_ours"] is None and "ours-s2 never" in one_never["ratio_kind"]
+    assert "ratio_mean" not in one_never
