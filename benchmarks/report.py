@@ -26,6 +26,10 @@ BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 COMPRESSION_BEGIN, COMPRESSION_END = "<!-- compression:begin -->", "<!-- compression:end -->"
+TTQ_BEGIN, TTQ_END = "<!-- time-to-quality:begin -->", "<!-- time-to-quality:end -->"
+TTQ_PLOT = REPO / "docs" / "time_to_quality.png"
+TTQ_PLOT_COMMAND = ("`python benchmarks/time_to_quality.py --plot-only benchmarks/results/time_to_quality.jsonl "
+                    "--plot docs/time_to_quality.png`")
 PLOT = REPO / "docs" / "ablation_valid_bleu.png"
 DIRECTIONS = (("en-fr", "en→fr"), ("fr-en", "fr→en"))
 MIN_SEEDS = 3  # the README's best recipe is measured on at least this many seeds (issue 20)
@@ -565,54 +569,122 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def ttq_summary(record) -> dict:
+    """The figures of one time-to-quality record, for the tables: the runs of ours (one per seed;
+    records before --ours-seeds have one, ``ours``), minutes to the anchor's level, the ratios, the
+    test scores of each system's last checkpoint."""
+    f = record.get("figures") or {}
+    curves = f.get("curves") or {}
+    ours = [name for name in curves if name != "anchor"]
+    seeds = f.get("ours_seeds") or {name: None for name in ours}
+    reach = f.get("minutes_to_level") or {}
+    ratios = f.get("ratios") or {name: {"ratio": f.get("ratio_anchor_over_ours"), "kind": f.get("ratio_kind", "")}
+                                 for name in ours}
+    test = f.get("test") or {}
+
+    def last(system, direction, metric):
+        return (((test.get(system) or {}).get("last") or {}).get(direction) or {}).get(metric)
+
+    def over_ours(direction, metric):
+        values = [last(name, direction, metric) for name in ours]
+        return fmt(values) if values and None not in values else "–"
+
+    def anchor_text(direction, metric):
+        value = last("anchor", direction, metric)
+        return "–" if value is None else f"{value:.2f}"
+
+    ratio = f.get("ratio_anchor_over_ours")
+    kinds = {r.get("kind", "").split(":")[0] for r in ratios.values() if r.get("ratio") is not None}
+    ratio_text = ("never reached by " + ", ".join(n for n, r in ratios.items() if r.get("ratio") is None)
+                  if ratio is None else f"{ratio:.2f}" + (f" (smallest of {len(ours)} seeds)" if len(ours) > 1 else ""))
+    if len(ours) > 1:
+        ratio_text += "; per seed " + ", ".join("never" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+                                                for r in ratios.values())
+        if "ratio_mean" in f:
+            ratio_text += f"; mean {f['ratio_mean']:.2f} ± {f['ratio_std']:.2f}"
+    return {
+        "anchor_budget": f.get("budget_minutes"), "ours_budget": f.get("ours_budget_minutes", f.get("budget_minutes")),
+        "seeds": ", ".join(str(seeds.get(name)) for name in ours if seeds.get(name) is not None) or "–",
+        "level": f.get("anchor_level"), "anchor_minutes": reach.get("anchor"),
+        "ours_minutes": ", ".join("never" if reach.get(name) is None else f"{reach[name]:.1f}" for name in ours),
+        "ratio_text": ratio_text, "ratio_kinds": ", ".join(sorted(kinds)) or "–",
+        "bleu": {"anchor": [anchor_text(d, "bleu") for d, _ in DIRECTIONS],
+                 "ours": [over_ours(d, "bleu") for d, _ in DIRECTIONS]},
+        "chrf": {"anchor": [anchor_text(d, "chrf") for d, _ in DIRECTIONS],
+                 "ours": [over_ours(d, "chrf") for d, _ in DIRECTIONS]},
+        "ours": ours,
+    }
+
+
+TTQ_INTRO = ("`benchmarks/time_to_quality.py` trains the anchor (fairseq's `online_backtranslation`, the brief's "
+             "recipe) and ours (skip-gram embeddings, MASS, DAE + online BT; `--ours-minutes`: on its own budget, "
+             "its schedule scaled to it; `--ours-seeds`: one run per seed) on the same machine and data, side by "
+             "side with one thread each, and scores every kept checkpoint the same way: Multi30k val both ways, "
+             "greedy decoding, sacreBLEU. Minutes are wall-clock since the system's training began (ours: the "
+             "embeddings and MASS included). The level is the anchor's validation BLEU (mean of both directions) at "
+             "the end of its budget; the ratio is the anchor's minutes to first reach it over ours' (above 1: ours "
+             "is faster). Test: test_2016_flickr, each system's last checkpoint, greedy; ours mean ± std over "
+             "seeds.")
+
+
 def time_to_quality_section(records, ledger: Path, out_dir: Path) -> str:
     parts = [f"## Time to quality against fairseq's `online_backtranslation` ([ledger]({link(ledger, out_dir)}), "
-             f"{len(records)} records)", "",
-             "`benchmarks/time_to_quality.py` trains the anchor (fairseq's `online_backtranslation`) and our recipe "
-             "(`mass-fixed+emb128`: skip-gram embeddings, MASS, DAE + online BT) for the same wall-clock budget on "
-             "the same machine and data, and scores every kept checkpoint of both the same way: Multi30k val both "
-             "ways, greedy decoding, sacreBLEU. Minutes are wall-clock since the system's training began (ours: the "
-             "embeddings and MASS included). The level is the anchor's validation BLEU (mean of both directions) at "
-             "the end of its budget; the ratio is the anchor's minutes to first reach it over ours (above 1: ours is "
-             "faster). Test: test_2016_flickr, the last checkpoint of each system, greedy.", "",
-             "| budget (min) | anchor's level | anchor: min to level | ours: min to level | ratio anchor / ours | "
-             "test BLEU anchor en→fr, fr→en | test BLEU ours en→fr, fr→en | test chrF anchor, ours (en→fr) | "
-             "recorded | command |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"{len(records)} records)", "", TTQ_INTRO, "",
+             "| recipe | budget (min): anchor, ours | seeds of ours | anchor's level | anchor: min to level | "
+             "ours: min to level | ratio anchor / ours | test BLEU anchor en→fr, fr→en | test BLEU ours en→fr, fr→en | "
+             "test chrF anchor en→fr, fr→en | test chrF ours en→fr, fr→en | recorded | command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     curves = []
     for r in records:
-        f = r.get("figures") or {}
-        reach = f.get("minutes_to_level") or {}
-        test = f.get("test") or {}
-
-        def bleu(system):
-            last = (test.get(system) or {}).get("last") or {}
-            return ", ".join(f"{last[d]['bleu']:.2f}" if d in last else "–" for d, _ in DIRECTIONS)
-
-        chrf = ", ".join(f"{((test.get(s) or {}).get('last') or {}).get('en-fr', {}).get('chrf', float('nan')):.2f}"
-                         for s in ("anchor", "ours"))
-        ratio = f.get("ratio_anchor_over_ours")
-        ratio_text = "never reached by ours" if ratio is None else f"{ratio:.2f} ({f.get('ratio_kind', '')})"
+        t = ttq_summary(r)
         setup = r.get("setup") or {}
         machine = f"{r.get('machine', '–')}, OMP_NUM_THREADS={r.get('omp_num_threads')}" + (
             ", side by side" if setup.get("side_by_side") else "")
         lines = f" (first {setup['valid_lines']} val sentences)" if setup.get("valid_lines") else ""
-        parts.append(f"| {f.get('budget_minutes')} | {f.get('anchor_level', float('nan')):.2f}{lines} | {reach.get('anchor', '–')} | "
-                     f"{reach.get('ours') if reach.get('ours') is not None else 'never'} | {ratio_text} | {bleu('anchor')} | "
-                     f"{bleu('ours')} | {chrf} | {str(r.get('date', '–'))[:10]}, {(r.get('git_commit') or '–')[:7]}, "
-                     f"{machine} | `{r.get('command', '–')}` |")
-        for system in ("anchor", "ours"):
-            points = (f.get("curves") or {}).get(system) or []
+        level = "–" if t["level"] is None else f"{t['level']:.2f}"
+        parts.append(f"| `{r.get('recipe', '–')}` | {t['anchor_budget']:g}, {t['ours_budget']:g} | {t['seeds']} | "
+                     f"{level}{lines} | {t['anchor_minutes']} | {t['ours_minutes']} | {t['ratio_text']} "
+                     f"({t['ratio_kinds']}) | {', '.join(t['bleu']['anchor'])} | {', '.join(t['bleu']['ours'])} | "
+                     f"{', '.join(t['chrf']['anchor'])} | {', '.join(t['chrf']['ours'])} | "
+                     f"{str(r.get('date', '–'))[:10]}, {(r.get('git_commit') or '–')[:7]}, {machine} | "
+                     f"`{r.get('command', '–')}` |")
+        for system, points in ((r.get("figures") or {}).get("curves") or {}).items():
             curves.append(f"| {str(r.get('date', '–'))[:10]} | {system} | "
                           + ", ".join(f"{p['minutes']:.1f}: {p['bleu']:.2f}" for p in points) + " |")
     parts += ["", "Validation BLEU (mean of both directions) at minute:", "", "| recorded | system | minute: BLEU |",
               "|---|---|---|", *curves]
-    signatures = [((r.get("figures") or {}).get("test") or {}).get("ours", {}).get("last", {}).get("en-fr", {})
-                  for r in records]
+    signatures = [((((r.get("figures") or {}).get("test") or {}).get(name) or {}).get("last") or {}).get("en-fr", {})
+                  for r in records for name in ttq_summary(r)["ours"]]
     signatures = [s for s in signatures if s.get("bleu_signature")]
     if signatures:
         parts += ["", f"Signatures: BLEU `{signatures[-1]['bleu_signature']}`; chrF `{signatures[-1]['chrf_signature']}`."]
+    if TTQ_PLOT.exists():
+        parts += ["", f"Plot of the newest record ({TTQ_PLOT_COMMAND}): [{TTQ_PLOT.name}]({link(TTQ_PLOT, out_dir)})."]
     return "\n".join(parts)
+
+
+def readme_time_to_quality(records, ledger_link: str, bench_link: str, plot_link: str) -> str:
+    """The README's time-to-quality block: the newest record against the anchor."""
+    lines = ["<!-- generated by benchmarks/report.py from the ledger; do not edit by hand -->"]
+    if not records:
+        return "\n".join(lines + ["No time-to-quality run recorded yet (`benchmarks/time_to_quality.py`)."])
+    r = records[-1]
+    t = ttq_summary(r)
+    lines += [f"Time to quality against fairseq's `online_backtranslation` (the brief's anchor recipe), the newest "
+              f"[record]({ledger_link}) ({str(r.get('date', '–'))[:10]}, {(r.get('git_commit') or '–')[:7]}; "
+              f"both side by side on one machine, one thread each; every checkpoint and record: "
+              f"[benchmarks/README.md]({bench_link}); [plot]({plot_link})):", "",
+              "| system | budget (min) | seeds | min to the anchor's end level (val BLEU "
+              f"{'–' if t['level'] is None else format(t['level'], '.2f')}) | test BLEU en→fr | fr→en | chrF en→fr | fr→en |",
+              "|---|---|---|---|---|---|---|---|",
+              f"| fairseq `online_backtranslation` | {t['anchor_budget']:g} | 1 | {t['anchor_minutes']} | "
+              + " | ".join([*t["bleu"]["anchor"], *t["chrf"]["anchor"]]) + " |",
+              f"| ours, `{r.get('recipe', '–')}` | {t['ours_budget']:g} | {t['seeds']} | {t['ours_minutes']} | "
+              + " | ".join([*t["bleu"]["ours"], *t["chrf"]["ours"]]) + " |",
+              "", f"Ratio of minutes to the anchor's level, anchor / ours: **{t['ratio_text']}** ({t['ratio_kinds']}). "
+              "Validation: Multi30k val, greedy; test: test_2016_flickr, each run's last checkpoint, greedy.",
+              "", "```bash", r.get("command", ""), "```"]
+    return "\n".join(lines)
 
 
 def compression_section(records, ledger: Path, out_dir: Path) -> str:
@@ -759,6 +831,13 @@ def generate(results_dir: Path, readme: Path, out: Path):
         text = splice_readme(text, readme_compression(records, link(compression.resolve(), readme_dir),
                                                       link(out.resolve(), readme_dir)),
                              readme, COMPRESSION_BEGIN, COMPRESSION_END)
+    ttq = results_dir / "time_to_quality.jsonl"
+    if TTQ_BEGIN in text:
+        records = read_ledger(ttq) if ttq.exists() else []
+        text = splice_readme(text, readme_time_to_quality(records, link(ttq.resolve(), readme_dir),
+                                                          link(out.resolve(), readme_dir),
+                                                          link(TTQ_PLOT, readme_dir)),
+                             readme, TTQ_BEGIN, TTQ_END)
     return {readme: text,
             out: benchmarks_readme(results_dir, out, readme)}
 

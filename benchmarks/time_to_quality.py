@@ -1,10 +1,13 @@
 """Time to quality against the anchor: fairseq's own ``online_backtranslation`` task (DAE + online
 BT from scratch) and our recipe ``mass-fixed+emb128`` (skip-gram embeddings, MASS pretraining,
-then DAE + online BT), each trained for a wall-clock budget (by default the same) on the same machine and data,
-every saved checkpoint scored the same way offline.
+then DAE + online BT), each trained for a wall-clock budget (by default the same) on the same
+machine and data, every saved checkpoint scored the same way offline.
 
     python benchmarks/time_to_quality.py --work runs/ttq --minutes 86 --checkpoint-minutes 5 \\
         --results-log benchmarks/results/time_to_quality.jsonl --plot runs/ttq/time_to_quality.png
+    # the plot again from the ledger's newest record
+    python benchmarks/time_to_quality.py --plot-only benchmarks/results/time_to_quality.jsonl \\
+        --plot docs/time_to_quality.png
 
 Data: ``smallcap-prepare --multi30k --vocab-size 8000`` into ``WORK/data`` (or ``--data DIR``, an
 existing smallcap-prepare directory). Systems (``--extra`` flags are added to every fairseq-train
@@ -499,30 +502,63 @@ def time_to_quality(curves):
     return summary
 
 
-def plot(path: Path, curves, summary, budget, labels):
+def plot(path: Path, record):
+    """Draw one ledger record: validation BLEU against minutes (log scale: ours' short budget and
+    the anchor's 86 minutes on one axis), every system, the anchor's level, where each reaches it."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before the import: it logs while importing
     import matplotlib  # (here only: the rest of the script needs no matplotlib)
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, name in enumerate(curves):
-        ax.plot([p["minutes"] for p in curves[name]], [p["bleu"] for p in curves[name]], marker="o", markersize=3,
-                color=f"C{i}", label=labels[name])
-        reached = summary["minutes_to_level"][name]
+    f = record["figures"]
+    seeds = f.get("ours_seeds") or {"ours": None}
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, (name, curve) in enumerate(f["curves"].items()):
+        label = ("fairseq online_backtranslation (anchor), budget "
+                 f"{f['budget_minutes']:g} min" if name == "anchor" else
+                 f"ours ({record['recipe']}, seed {seeds.get(name)}, budget "
+                 f"{f.get('ours_budget_minutes', f['budget_minutes']):g} min)")
+        ax.plot([p["minutes"] for p in curve], [p["bleu"] for p in curve], marker="o", markersize=3,
+                color=f"C{i}", label=label)
+        reached = f["minutes_to_level"].get(name)
         if reached is not None:
             ax.axvline(reached, color=f"C{i}", linestyle=":", alpha=0.7)
-    ax.axhline(summary["anchor_level"], color="grey", linestyle="--", alpha=0.7,
-               label=f"anchor's level at the end ({summary['anchor_level']:.2f})")
-    ax.set_xlabel(f"wall-clock minutes since the system's training began (budget {budget:g})")
+    ax.axhline(f["anchor_level"], color="grey", linestyle="--", alpha=0.7,
+               label=f"anchor's level at the end of its budget ({f['anchor_level']:.2f})")
+    ax.set_xscale("log")
+    ax.set_xticks([1, 2, 5, 10, 20, 50, 100])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("wall-clock minutes since the system's training began (log scale)")
     ax.set_ylabel("validation BLEU (mean of en→fr, fr→en), greedy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ratio = f.get("ratio_anchor_over_ours")
+    ax.set_title("minutes to the anchor's level, anchor / ours: "
+                 + ("never reached by ours" if ratio is None else f"{ratio:.2f}"
+                    + (f" (smallest of {len(f['ratios'])} seeds; mean {f['ratio_mean']:.2f} ± {f['ratio_std']:.2f})"
+                       if "ratio_mean" in f else "")), fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    partial = path.with_name(f".{path.name}.partial{path.suffix}")
+    fig.savefig(partial, dpi=120)
     plt.close(fig)
+    os.replace(partial, path)
     say(f"plot: {path}")
+
+
+def plot_from_ledger(ledger: Path, path: Path):
+    """Draw the newest time-to-quality record of ``ledger`` (what the run with --plot drew)."""
+    try:
+        lines = [line for line in ledger.read_text(encoding="utf-8").splitlines() if line.strip()]
+        record = json.loads(lines[-1])
+        record["figures"]["curves"], record["figures"]["anchor_level"]
+    except (OSError, IndexError, ValueError, KeyError, TypeError) as e:
+        print(f"time_to_quality.py: error: --plot-only {ledger}: no time-to-quality record to draw "
+              f"({type(e).__name__}: {e})", file=sys.stderr)
+        sys.exit(2)
+    plot(path, record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,7 +582,7 @@ def prepare_data(args, work: Path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", required=True, type=Path, help="output directory (re-running resumes)")
+    parser.add_argument("--work", type=Path, help="output directory (re-running resumes); required unless --plot-only")
     parser.add_argument("--data", default=None, help="a smallcap-prepare directory (default: prepare "
                         "Multi30k with an 8k vocabulary into WORK/data)")
     parser.add_argument("--raw-dir", default=None, help="Multi30k raw files (default: smallcap-prepare's)")
@@ -575,10 +611,18 @@ def main(argv=None):
     parser.add_argument("--test-lines", type=int, default=None, help="score only the first N test sentences")
     parser.add_argument("--batch-size", type=int, default=128, help="sentences per decoding batch")
     parser.add_argument("--results-log", type=Path, default=None, help="append one JSON record here")
-    parser.add_argument("--plot", type=Path, default=None, help="draw both curves into this image")
+    parser.add_argument("--plot", type=Path, default=None, help="draw the curves into this image")
+    parser.add_argument("--plot-only", type=Path, default=None, metavar="LEDGER",
+                        help="train and score nothing: draw --plot from the newest record of this ledger")
     parser.add_argument("--poll-seconds", type=float, default=0.5, help=argparse.SUPPRESS)
     parser.add_argument("--progress-seconds", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.plot_only:
+        if not args.plot:
+            parser.error("--plot-only needs --plot FILE")
+        return plot_from_ledger(args.plot_only, args.plot)
+    if args.work is None:
+        parser.error("--work is required (unless --plot-only)")
     args.ours_minutes = args.minutes if args.ours_minutes is None else args.ours_minutes
     args.ours_checkpoint_minutes = args.ours_checkpoint_minutes or args.checkpoint_minutes
     try:
@@ -597,11 +641,9 @@ def main(argv=None):
     threads = max(1, args.threads // 2) if args.side_by_side else args.threads
     recipe = RECIPE + ("+shared" if "--share-all-embeddings" in args.extra.split() else "")
     runs = {"anchor": SystemRun("anchor", work, args, threads, args.minutes, args.checkpoint_minutes, args.seed)}
-    labels = {"anchor": "fairseq online_backtranslation (anchor)"}
     for seed in seeds:
         name = "ours" if len(seeds) == 1 else f"ours-s{seed}"
         runs[name] = SystemRun(name, work, args, threads, args.ours_minutes, args.ours_checkpoint_minutes, seed)
-        labels[name] = f"ours ({recipe}, seed {seed}, budget {args.ours_minutes:g} min)"
     ours_runs = [run for name, run in runs.items() if name != "anchor"]
     scorer = Scorer(args)
     started = time.time()
@@ -668,38 +710,38 @@ def main(argv=None):
     signature = test[ours_runs[0].name]["last"]["en-fr"]
     say(f"signatures: BLEU {signature['bleu_signature']}; chrF {signature['chrf_signature']}")
 
+    stamp = provenance()
+    record = {
+        "benchmark": "time_to_quality", "recipe": recipe,
+        "figures": {"budget_minutes": args.minutes, "checkpoint_minutes": args.checkpoint_minutes,
+                    "ours_budget_minutes": args.ours_minutes,
+                    "ours_checkpoint_minutes": args.ours_checkpoint_minutes,
+                    "ours_seeds": {run.name: run.seed for run in ours_runs},
+                    "curves": curves, **summary, "test": test,
+                    "end_minutes": {name: round(run.state["stages"]["train" if name == "anchor" else "finetune"]["end_s"] / 60, 3)
+                                    for name, run in runs.items()},
+                    "ours_stage_end_minutes": {run.name: {stage: round(run.state["stages"][stage]["end_s"] / 60, 3)
+                                                          for stage in ("embeddings", "mass", "finetune")}
+                                               for run in ours_runs}},
+        "setup": {"data": str(args.data), "valid_lines": args.valid_lines, "test_lines": args.test_lines,
+                  "decoding": "greedy (fairseq_smallcap.backtranslation.greedy_decode), max 1.3 x source + 5 "
+                              "tokens, sentencepiece-decoded, sacreBLEU/chrF defaults",
+                  "minutes": "wall-clock minutes since the system's training began, measured around its "
+                             "subprocesses (start-up included; ours: embeddings + MASS + DAE/BT on one clock; "
+                             "data preparation and scoring on none); a checkpoint's minute is its file's mtime",
+                  "arch": args.arch, "max_tokens": args.max_tokens, "extra": args.extra,
+                  "side_by_side": args.side_by_side, "threads_per_system": threads,
+                  "save_every_updates": args.save_every_updates,
+                  "this_invocation_trained_s": round(training_wall, 1),
+                  "finetune_warmup_updates": finetune_warmup(args.ours_minutes),
+                  "commands": {name: {stage: info.get("command") for stage, info in run.state["stages"].items()}
+                               for name, run in runs.items()}},
+        "command": stamp["command"], "git_commit": stamp["commit"], "machine": stamp["machine"],
+        "omp_num_threads": stamp["omp_num_threads"], "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
     if args.plot:
-        plot(args.plot, curves, summary, args.minutes, labels)
+        plot(args.plot, record)
     if args.results_log:
-        stamp = provenance()
-        record = {
-            "benchmark": "time_to_quality", "recipe": recipe,
-            "figures": {"budget_minutes": args.minutes, "checkpoint_minutes": args.checkpoint_minutes,
-                        "ours_budget_minutes": args.ours_minutes,
-                        "ours_checkpoint_minutes": args.ours_checkpoint_minutes,
-                        "ours_seeds": {run.name: run.seed for run in ours_runs},
-                        "curves": curves, **summary, "test": test,
-                        "end_minutes": {name: round(run.state["stages"]["train" if name == "anchor" else "finetune"]["end_s"] / 60, 3)
-                                        for name, run in runs.items()},
-                        "ours_stage_end_minutes": {run.name: {stage: round(run.state["stages"][stage]["end_s"] / 60, 3)
-                                                              for stage in ("embeddings", "mass", "finetune")}
-                                                   for run in ours_runs}},
-            "setup": {"data": str(args.data), "valid_lines": args.valid_lines, "test_lines": args.test_lines,
-                      "decoding": "greedy (fairseq_smallcap.backtranslation.greedy_decode), max 1.3 x source + 5 "
-                                  "tokens, sentencepiece-decoded, sacreBLEU/chrF defaults",
-                      "minutes": "wall-clock minutes since the system's training began, measured around its "
-                                 "subprocesses (start-up included; ours: embeddings + MASS + DAE/BT on one clock; "
-                                 "data preparation and scoring on none); a checkpoint's minute is its file's mtime",
-                      "arch": args.arch, "max_tokens": args.max_tokens, "extra": args.extra,
-                      "side_by_side": args.side_by_side, "threads_per_system": threads,
-                      "save_every_updates": args.save_every_updates,
-                      "this_invocation_trained_s": round(training_wall, 1),
-                      "finetune_warmup_updates": finetune_warmup(args.ours_minutes),
-                      "commands": {name: {stage: info.get("command") for stage, info in run.state["stages"].items()}
-                                   for name, run in runs.items()}},
-            "command": stamp["command"], "git_commit": stamp["commit"], "machine": stamp["machine"],
-            "omp_num_threads": stamp["omp_num_threads"], "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        }
         args.results_log.parent.mkdir(parents=True, exist_ok=True)
         with open(args.results_log, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")

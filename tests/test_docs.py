@@ -36,7 +36,11 @@ def test_committed_reports_are_generated_from_the_ledgers():
 
 
 def without_compression_block(text: str) -> str:
-    return re.sub(r"<!-- compression:begin -->.*?<!-- compression:end -->", "", text, flags=re.S)
+    """``text`` without the README's generated blocks besides the results table (their links are
+    relative to where the README is)."""
+    for name in ("compression", "time-to-quality"):
+        text = re.sub(f"<!-- {name}:begin -->.*?<!-- {name}:end -->", "", text, flags=re.S)
+    return text
 
 
 def test_tables_come_from_the_ledger(tmp_path):
@@ -96,6 +100,58 @@ def test_tables_come_from_the_ledger(tmp_path):
     original = without_compression_block((REPO / "README.md").read_text(encoding="utf-8"))
     assert text[:text.index(BEGIN)] == original[:original.index(BEGIN)]
     assert text[text.index(END):] == original[original.index(END):]
+    assert report(*paths, "--check").returncode == 0
+
+
+def test_time_to_quality_tables_from_the_ledger(tmp_path):
+    """A made-up 3-seed time-to-quality record fills the README's block and benchmarks/README.md:
+    the ratios as time_to_quality.py wrote them, ours' test scores as mean ± std over the seeds."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for ledger in LEDGER.parent.glob("*.jsonl"):
+        if ledger.name != "time_to_quality.jsonl":
+            shutil.copy(ledger, results / ledger.name)
+    readme, out = tmp_path / "README.md", tmp_path / "BENCHMARKS.md"
+    shutil.copy(REPO / "README.md", readme)
+    paths = ["--results-dir", results, "--readme", readme, "--out", out]
+
+    def scores(en_fr, fr_en):
+        return {d: {"bleu": b, "chrf": b * 3, "bleu_signature": "sig-bleu", "chrf_signature": "sig-chrf"}
+                for d, b in (("en-fr", en_fr), ("fr-en", fr_en))}
+
+    ours = ("ours-s1", "ours-s2", "ours-s3")
+    # anchor reaches its level 1.20 at 80.2 min; ours at 6.1, 7.0, 8.4 -> 13.148, 11.457, 9.548;
+    # mean 11.384, sample std 1.801 (by hand)
+    record = {"benchmark": "time_to_quality", "recipe": "test-only-ttq", "command": "python reproduce-the-ttq.py",
+              "git_commit": "0123456789", "date": "2000-01-02T00:00:00+00:00", "machine": "test machine",
+              "omp_num_threads": "2", "setup": {"side_by_side": True},
+              "figures": {"budget_minutes": 86, "ours_budget_minutes": 10,
+                          "ours_seeds": {name: i + 1 for i, name in enumerate(ours)},
+                          "curves": {"anchor": [{"minutes": 80.2, "bleu": 1.2}, {"minutes": 86.1, "bleu": 1.2}],
+                                     **{name: [{"minutes": m, "bleu": 1.5}] for name, m in zip(ours, (6.1, 7.0, 8.4))}},
+                          "anchor_level": 1.2,
+                          "minutes_to_level": {"anchor": 80.2, "ours-s1": 6.1, "ours-s2": 7.0, "ours-s3": 8.4},
+                          "ratios": {name: {"ratio": r, "kind": "exact (to the checkpoint interval)"}
+                                     for name, r in zip(ours, (13.148, 11.457, 9.548))},
+                          "ratio_anchor_over_ours": 9.548, "ratio_kind": "exact (to the checkpoint interval)",
+                          "ratio_mean": 11.384, "ratio_std": 1.801,
+                          "test": {"anchor": {"last": scores(1.11, 1.22)},
+                                   **{name: {"last": scores(b, b + 1)} for name, b in zip(ours, (5.0, 6.0, 7.0))}}}}
+    (results / "time_to_quality.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
+
+    result = report(*paths)
+    assert result.returncode == 0, result.stderr
+    text = readme.read_text(encoding="utf-8")
+    block = text[text.index("<!-- time-to-quality:begin -->"):text.index("<!-- time-to-quality:end -->")]
+    assert "| fairseq `online_backtranslation` | 86 | 1 | 80.2 | 1.11 | 1.22 | 3.33 | 3.66 |" in block
+    assert ("| ours, `test-only-ttq` | 10 | 1, 2, 3 | 6.1, 7.0, 8.4 | 6.00 ± 1.00 | 7.00 ± 1.00 | 18.00 ± 3.00 | "
+            "21.00 ± 3.00 |") in block
+    assert ("**9.55 (smallest of 3 seeds); per seed 13.15, 11.46, 9.55; mean 11.38 ± 1.80** "
+            "(exact (to the checkpoint interval))") in block
+    assert "python reproduce-the-ttq.py" in block and "val BLEU 1.20" in block
+    bench = out.read_text(encoding="utf-8")
+    assert "| `test-only-ttq` | 86, 10 | 1, 2, 3 | 1.20 | 80.2 | 6.1, 7.0, 8.4 | 9.55 (smallest of 3 seeds)" in bench
+    assert "| 2000-01-02 | ours-s2 | 7.0: 1.50 |" in bench
     assert report(*paths, "--check").returncode == 0
 
 
