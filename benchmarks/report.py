@@ -571,15 +571,17 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
 
 def ttq_summary(record) -> dict:
     """The figures of one time-to-quality record, for the tables: the runs of ours (one per seed;
-    records before --ours-seeds have one, ``ours``), minutes to the anchor's level, the ratios, the
-    test scores of each system's last checkpoint."""
+    records before --ours-seeds have one, ``ours``), minutes to the anchor's level, the ratios and
+    their bounds, the test scores of each system's last checkpoint, how the systems shared the
+    machine."""
     f = record.get("figures") or {}
+    setup = record.get("setup") or {}
     curves = f.get("curves") or {}
     ours = [name for name in curves if name != "anchor"]
-    seeds = f.get("ours_seeds") or {name: None for name in ours}
+    seeds = f.get("ours_seeds") or {}
     reach = f.get("minutes_to_level") or {}
-    ratios = f.get("ratios") or {name: {"ratio": f.get("ratio_anchor_over_ours"), "kind": f.get("ratio_kind", "")}
-                                 for name in ours}
+    ratios = f.get("ratios") or {name: {"ratio": f.get("ratio_anchor_over_ours"), "kind": f.get("ratio_kind", ""),
+                                        "range": f.get("ratio_range")} for name in ours}
     test = f.get("test") or {}
 
     def last(system, direction, metric):
@@ -593,21 +595,38 @@ def ttq_summary(record) -> dict:
         value = last("anchor", direction, metric)
         return "–" if value is None else f"{value:.2f}"
 
+    def minutes(value):
+        return "never" if value is None else f"{value:.1f}"
+
     ratio = f.get("ratio_anchor_over_ours")
     kinds = {r.get("kind", "").split(":")[0] for r in ratios.values() if r.get("ratio") is not None}
-    ratio_text = ("never reached by " + ", ".join(n for n, r in ratios.items() if r.get("ratio") is None)
-                  if ratio is None else f"{ratio:.2f}" + (f" (smallest of {len(ours)} seeds)" if len(ours) > 1 else ""))
+    if ratio is None:
+        ratio_text = "never reached by " + ", ".join(n for n, r in ratios.items() if r.get("ratio") is None)
+    else:
+        ratio_text = f"{ratio:.2f}" + (f", the smallest of {len(ours)} seeds" if len(ours) > 1 else "")
+        low, high = f.get("ratio_range") or (None, None)
+        if (low, high) != (None, None):
+            ratio_text += (f" (between {'–' if low is None else format(low, '.2f')} and "
+                           f"{'∞' if high is None else format(high, '.2f')} within the checkpoint intervals)")
     if len(ours) > 1:
         ratio_text += "; per seed " + ", ".join("never" if r.get("ratio") is None else f"{r['ratio']:.2f}"
                                                 for r in ratios.values())
         if "ratio_mean" in f:
             ratio_text += f"; mean {f['ratio_mean']:.2f} ± {f['ratio_std']:.2f}"
+    threads = setup.get("threads_per_system")
+    sharing = ((f"side by side, {threads} thread{'s' if threads != 1 else ''} each" if setup.get("side_by_side")
+                else f"one after the other, {threads} thread{'s' if threads != 1 else ''}") if threads else "–")
+    listed = [str(seeds[name]) for name in ours if seeds.get(name) is not None]
     return {
         "anchor_budget": f.get("budget_minutes"), "ours_budget": f.get("ours_budget_minutes", f.get("budget_minutes")),
-        "seeds": ", ".join(str(seeds.get(name)) for name in ours if seeds.get(name) is not None) or "–",
-        "level": f.get("anchor_level"), "anchor_minutes": reach.get("anchor"),
-        "ours_minutes": ", ".join("never" if reach.get(name) is None else f"{reach[name]:.1f}" for name in ours),
-        "ratio_text": ratio_text, "ratio_kinds": ", ".join(sorted(kinds)) or "–",
+        "runs": f"{len(ours)}" + (f" (seed{'s' if len(listed) > 1 else ''} {', '.join(listed)})" if listed else ""),
+        "anchor_runs": "1" + (f" (seed {f['anchor_seed']})" if f.get("anchor_seed") is not None else ""),
+        "level": f.get("anchor_level"), "anchor_minutes": minutes(reach.get("anchor")),
+        "ours_minutes": ", ".join(minutes(reach.get(name)) for name in ours),
+        "ratio_text": ratio_text, "ratio_kinds": ", ".join(sorted(kinds)) or "–", "sharing": sharing,
+        "checkpoints": (f"checkpoints every {f.get('checkpoint_minutes', '–'):g} min (anchor) and "
+                        f"{f.get('ours_checkpoint_minutes', f.get('checkpoint_minutes')):g} min (ours)"
+                        if f.get("checkpoint_minutes") else "–"),
         "bleu": {"anchor": [anchor_text(d, "bleu") for d, _ in DIRECTIONS],
                  "ours": [over_ours(d, "bleu") for d, _ in DIRECTIONS]},
         "chrf": {"anchor": [anchor_text(d, "chrf") for d, _ in DIRECTIONS],
@@ -618,19 +637,20 @@ def ttq_summary(record) -> dict:
 
 TTQ_INTRO = ("`benchmarks/time_to_quality.py` trains the anchor (fairseq's `online_backtranslation`, the brief's "
              "recipe) and ours (skip-gram embeddings, MASS, DAE + online BT; `--ours-minutes`: on its own budget, "
-             "its schedule scaled to it; `--ours-seeds`: one run per seed) on the same machine and data, side by "
-             "side with one thread each, and scores every kept checkpoint the same way: Multi30k val both ways, "
-             "greedy decoding, sacreBLEU. Minutes are wall-clock since the system's training began (ours: the "
-             "embeddings and MASS included). The level is the anchor's validation BLEU (mean of both directions) at "
-             "the end of its budget; the ratio is the anchor's minutes to first reach it over ours' (above 1: ours "
-             "is faster). Test: test_2016_flickr, each system's last checkpoint, greedy; ours mean ± std over "
-             "seeds.")
+             "its schedule scaled to it; `--ours-seeds`: one run per seed) on the same machine and data, and "
+             "scores every kept checkpoint the same way: Multi30k val both ways, greedy decoding, sacreBLEU. "
+             "Minutes are wall-clock since the system's training began (ours: the embeddings and MASS included). "
+             "The level is the anchor's validation BLEU (mean of both directions) at the end of its budget; the "
+             "ratio is the anchor's minutes to first reach it over ours' (above 1: ours is faster), each taken at "
+             "the first checkpoint at or above the level; its bounds let either system have reached the level just "
+             "after its previous checkpoint. Test: test_2016_flickr, each system's last checkpoint, greedy; ours "
+             "mean ± std over seeds.")
 
 
 def time_to_quality_section(records, ledger: Path, out_dir: Path) -> str:
     parts = [f"## Time to quality against fairseq's `online_backtranslation` ([ledger]({link(ledger, out_dir)}), "
              f"{len(records)} records)", "", TTQ_INTRO, "",
-             "| recipe | budget (min): anchor, ours | seeds of ours | anchor's level | anchor: min to level | "
+             "| recipe | budget (min): anchor, ours | runs of ours | anchor's level | anchor: min to level | "
              "ours: min to level | ratio anchor / ours | test BLEU anchor en→fr, fr→en | test BLEU ours en→fr, fr→en | "
              "test chrF anchor en→fr, fr→en | test chrF ours en→fr, fr→en | recorded | command |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -638,15 +658,14 @@ def time_to_quality_section(records, ledger: Path, out_dir: Path) -> str:
     for r in records:
         t = ttq_summary(r)
         setup = r.get("setup") or {}
-        machine = f"{r.get('machine', '–')}, OMP_NUM_THREADS={r.get('omp_num_threads')}" + (
-            ", side by side" if setup.get("side_by_side") else "")
         lines = f" (first {setup['valid_lines']} val sentences)" if setup.get("valid_lines") else ""
         level = "–" if t["level"] is None else f"{t['level']:.2f}"
-        parts.append(f"| `{r.get('recipe', '–')}` | {t['anchor_budget']:g}, {t['ours_budget']:g} | {t['seeds']} | "
-                     f"{level}{lines} | {t['anchor_minutes']} | {t['ours_minutes']} | {t['ratio_text']} "
-                     f"({t['ratio_kinds']}) | {', '.join(t['bleu']['anchor'])} | {', '.join(t['bleu']['ours'])} | "
+        parts.append(f"| `{r.get('recipe', '–')}` | {t['anchor_budget']:g}, {t['ours_budget']:g} | {t['runs']} | "
+                     f"{level}{lines} | {t['anchor_minutes']} | {t['ours_minutes']} | {t['ratio_text']}; "
+                     f"{t['ratio_kinds']} | {', '.join(t['bleu']['anchor'])} | {', '.join(t['bleu']['ours'])} | "
                      f"{', '.join(t['chrf']['anchor'])} | {', '.join(t['chrf']['ours'])} | "
-                     f"{str(r.get('date', '–'))[:10]}, {(r.get('git_commit') or '–')[:7]}, {machine} | "
+                     f"{str(r.get('date', '–'))[:10]}, {(r.get('git_commit') or '–')[:7]}, {r.get('machine', '–')}, "
+                     f"{t['sharing']}, {t['checkpoints']}{'; ' + r['note'] if r.get('note') else ''} | "
                      f"`{r.get('command', '–')}` |")
         for system, points in ((r.get("figures") or {}).get("curves") or {}).items():
             curves.append(f"| {str(r.get('date', '–'))[:10]} | {system} | "
@@ -670,19 +689,19 @@ def readme_time_to_quality(records, ledger_link: str, bench_link: str, plot_link
         return "\n".join(lines + ["No time-to-quality run recorded yet (`benchmarks/time_to_quality.py`)."])
     r = records[-1]
     t = ttq_summary(r)
+    plot = f"; [plot]({plot_link})" if TTQ_PLOT.exists() else ""
     lines += [f"Time to quality against fairseq's `online_backtranslation` (the brief's anchor recipe), the newest "
-              f"[record]({ledger_link}) ({str(r.get('date', '–'))[:10]}, {(r.get('git_commit') or '–')[:7]}; "
-              f"both side by side on one machine, one thread each; every checkpoint and record: "
-              f"[benchmarks/README.md]({bench_link}); [plot]({plot_link})):", "",
-              "| system | budget (min) | seeds | min to the anchor's end level (val BLEU "
+              f"[record]({ledger_link}) ({str(r.get('date', '–'))[:10]}, {(r.get('git_commit') or '–')[:7]}, "
+              f"{t['sharing']}; Multi30k val, greedy; test: each run's last checkpoint; every checkpoint: "
+              f"[benchmarks/README.md]({bench_link}){plot}):", "",
+              "| system | budget (min) | runs | min to the anchor's end level (val BLEU "
               f"{'–' if t['level'] is None else format(t['level'], '.2f')}) | test BLEU en→fr | fr→en | chrF en→fr | fr→en |",
               "|---|---|---|---|---|---|---|---|",
-              f"| fairseq `online_backtranslation` | {t['anchor_budget']:g} | 1 | {t['anchor_minutes']} | "
+              f"| fairseq `online_backtranslation` | {t['anchor_budget']:g} | {t['anchor_runs']} | {t['anchor_minutes']} | "
               + " | ".join([*t["bleu"]["anchor"], *t["chrf"]["anchor"]]) + " |",
-              f"| ours, `{r.get('recipe', '–')}` | {t['ours_budget']:g} | {t['seeds']} | {t['ours_minutes']} | "
+              f"| ours, `{r.get('recipe', '–')}` | {t['ours_budget']:g} | {t['runs']} | {t['ours_minutes']} | "
               + " | ".join([*t["bleu"]["ours"], *t["chrf"]["ours"]]) + " |",
-              "", f"Ratio of minutes to the anchor's level, anchor / ours: **{t['ratio_text']}** ({t['ratio_kinds']}). "
-              "Validation: Multi30k val, greedy; test: test_2016_flickr, each run's last checkpoint, greedy.",
+              "", f"Minutes to the anchor's level, anchor / ours: **{t['ratio_text']}**.",
               "", "```bash", r.get("command", ""), "```"]
     return "\n".join(lines)
 

@@ -46,7 +46,9 @@ and its clock from that checkpoint's minute (the work lost after it is not count
 system has ``WORK/SYSTEM/done.json`` and is not trained again. ``--side-by-side`` trains in two
 lanes at the same time, each with half of ``--threads`` (OMP_NUM_THREADS) instead of all of them:
 the anchor in one; ours' runs, then the validation scores of every checkpoint kept so far (while the
-anchor still trains), in the other.
+anchor still trains), in the other (keep the runs of ours within the anchor's budget, so that each
+trains beside it). A resumed system must have the same settings (budget, seed, arch, ``--extra``,
+checkpoint interval, threads), else the script stops.
 
 Scoring, the same for both systems: Multi30k val both ways (``DATA/valid.en-fr.*``, references
 ``DATA/raw/valid.*``), **greedy** decoding with ``fairseq_smallcap.backtranslation.greedy_decode``
@@ -79,6 +81,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import bt_speed  # (benchmarks/, beside this script)
@@ -156,10 +159,12 @@ def finetune_warmup(minutes: float) -> int:
 
 def finetune_command(args, seed, embeddings: Path, save_dir: Path, mass_checkpoint: Path, minutes: float):
     # curation_ablation.finetune's stage flags (baseline system), without its in-training validation,
-    # with demo.sh's warm-up for the budget (the later --warmup-updates wins)
-    return [str(BIN / "fairseq-train"), str(args.data), *ours_flags(args, seed, embeddings), "--lambda-mass", "0",
+    # with demo.sh's warm-up for the budget in place of common_flags' (a --warmup-updates in --extra,
+    # later on the line, still wins)
+    flags = ours_flags(args, seed, embeddings)
+    flags[flags.index("--warmup-updates") + 1] = str(finetune_warmup(minutes))
+    return [str(BIN / "fairseq-train"), str(args.data), *flags, "--lambda-mass", "0",
             "--lambda-dae", "0:1,2000:0.1", "--lambda-bt", "1", "--bt-show-samples-interval", "0",
-            "--warmup-updates", str(finetune_warmup(minutes)),
             "--finetune-from-model", str(mass_checkpoint), *save_flags(args, save_dir)]
 
 
@@ -203,12 +208,17 @@ class SystemRun:
         self.kept = self.dir / "kept"
         self.kept.mkdir(parents=True, exist_ok=True)
         self.state_file = self.dir / "state.json"
+        # what the run's figures depend on: a resumed run must be the same run
+        config = {"budget_s": minutes * 60, "seed": seed, "checkpoint_minutes": checkpoint_minutes, "threads": threads,
+                  "arch": args.arch, "max_tokens": args.max_tokens, "emb_dim": args.emb_dim, "extra": args.extra,
+                  "save_every_updates": args.save_every_updates}
         self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {
-            "system": name, "stages": {}, "checkpoints": [], "next_mark_s": checkpoint_minutes * 60,
-            "budget_s": minutes * 60, "threads": threads, "seed": seed}
-        if abs(self.state["budget_s"] - minutes * 60) > 1e-6 or self.state.get("seed", seed) != seed:
-            sys.exit(f"{self.dir}: trained with a budget of {self.state['budget_s'] / 60:g} minutes and seed "
-                     f"{self.state.get('seed', seed)}, not {minutes:g} and {seed}; use another --work")
+            "system": name, "stages": {}, "checkpoints": [], "next_mark_s": checkpoint_minutes * 60, **config}
+        changed = [f"{key} {self.state[key]!r}, now {value!r}" for key, value in config.items()
+                   if key in self.state and self.state[key] != value
+                   and not (isinstance(value, float) and abs(self.state[key] - value) < 1e-6)]
+        if changed:
+            sys.exit(f"{self.dir}: trained with other settings ({'; '.join(changed)}); use another --work")
         self.budget_s = self.state["budget_s"]
 
     @property
@@ -453,12 +463,12 @@ def curve_of(scorer, run: SystemRun, lines):
 
 
 def minutes_to_reach(curve, level):
-    """(minutes of the first point at or above ``level``, whether it is the curve's first point);
-    (None, False) if none is."""
+    """(minutes of the first point at or above ``level``, whether it is the curve's first point,
+    the minutes of the point before it or None); (None, False, None) if no point is."""
     for i, point in enumerate(curve):
         if point["bleu"] >= level:
-            return point["minutes"], i == 0
-    return None, False
+            return point["minutes"], i == 0, curve[i - 1]["minutes"] if i else None
+    return None, False, None
 
 
 def ratio_kind(ours_first, anchor_first):
@@ -476,23 +486,31 @@ def time_to_quality(curves):
     the ratio (anchor / ours: how many times faster ours reaches it) with what it bounds, for every
     run of ours (every curve but ``anchor``: one per seed). ``ratio_anchor_over_ours`` is the
     smallest of them (None if a run of ours never reaches the level); with several runs of ours,
-    ``ratios`` has each one and ``ratio_mean`` / ``ratio_std`` their mean and sample std."""
+    ``ratios`` has each one and ``ratio_mean`` / ``ratio_std`` their mean and sample std.
+    ``ratio_range``: the bounds of the smallest ratio set by the checkpoint intervals (each system
+    first reached the level after its previous scored checkpoint)."""
     level = curves["anchor"][-1]["bleu"]
     ours_names = [name for name in curves if name != "anchor"]
-    anchor_min, anchor_first = minutes_to_reach(curves["anchor"], level)
+    anchor_min, anchor_first, anchor_before = minutes_to_reach(curves["anchor"], level)
     reach = {name: minutes_to_reach(curves[name], level) for name in ours_names}
     summary = {"anchor_level": level,
                "minutes_to_level": {"anchor": anchor_min, **{name: reach[name][0] for name in ours_names}},
                "reached_at_first_checkpoint": {"anchor": anchor_first, **{name: reach[name][1] for name in ours_names}}}
     ratios = {}
     for name in ours_names:
-        ours_min, ours_first = reach[name]
-        ratios[name] = ({"ratio": None, "kind": f"{name} never reaches the anchor's level"} if ours_min is None else
-                        {"ratio": round(anchor_min / ours_min, 3), "kind": ratio_kind(ours_first, anchor_first)})
+        ours_min, ours_first, ours_before = reach[name]
+        if ours_min is None:
+            ratios[name] = {"ratio": None, "kind": f"{name} never reaches the anchor's level", "range": [None, None]}
+            continue
+        # each system first reached the level after its point before (if any) and at the latest at
+        # its point: the ratio lies between these bounds (None: unbounded on that side)
+        ratios[name] = {"ratio": round(anchor_min / ours_min, 3), "kind": ratio_kind(ours_first, anchor_first),
+                        "range": [None if anchor_before is None else round(anchor_before / ours_min, 3),
+                                  None if ours_before is None else round(anchor_min / ours_before, 3)]}
     values = [r["ratio"] for r in ratios.values()]
     worst = (next(r for r in ratios.values() if r["ratio"] is None) if None in values
              else min(ratios.values(), key=lambda r: r["ratio"]))
-    summary.update(ratio_anchor_over_ours=worst["ratio"], ratio_kind=worst["kind"])
+    summary.update(ratio_anchor_over_ours=worst["ratio"], ratio_kind=worst["kind"], ratio_range=worst["range"])
     if len(ours_names) > 1:
         summary["ratios"] = ratios
         if None not in values:
@@ -515,10 +533,10 @@ def plot(path: Path, record):
     seeds = f.get("ours_seeds") or {"ours": None}
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, (name, curve) in enumerate(f["curves"].items()):
+        seed = "" if seeds.get(name) is None else f"seed {seeds[name]}, "
         label = ("fairseq online_backtranslation (anchor), budget "
                  f"{f['budget_minutes']:g} min" if name == "anchor" else
-                 f"ours ({record['recipe']}, seed {seeds.get(name)}, budget "
-                 f"{f.get('ours_budget_minutes', f['budget_minutes']):g} min)")
+                 f"ours ({record['recipe']}, {seed}budget {f.get('ours_budget_minutes', f['budget_minutes']):g} min)")
         ax.plot([p["minutes"] for p in curve], [p["bleu"] for p in curve], marker="o", markersize=3,
                 color=f"C{i}", label=label)
         reached = f["minutes_to_level"].get(name)
@@ -534,7 +552,8 @@ def plot(path: Path, record):
     ax.set_ylabel("validation BLEU (mean of en→fr, fr→en), greedy")
     ratio = f.get("ratio_anchor_over_ours")
     ax.set_title("minutes to the anchor's level, anchor / ours: "
-                 + ("never reached by ours" if ratio is None else f"{ratio:.2f}"
+                 + (f"never reached by {', '.join(n for n, m in f['minutes_to_level'].items() if m is None)}"
+                    if ratio is None else f"{ratio:.2f}"
                     + (f" (smallest of {len(f['ratios'])} seeds; mean {f['ratio_mean']:.2f} ± {f['ratio_std']:.2f})"
                        if "ratio_mean" in f else "")), fontsize=9)
     ax.grid(alpha=0.3, which="both")
@@ -553,7 +572,8 @@ def plot_from_ledger(ledger: Path, path: Path):
     try:
         lines = [line for line in ledger.read_text(encoding="utf-8").splitlines() if line.strip()]
         record = json.loads(lines[-1])
-        record["figures"]["curves"], record["figures"]["anchor_level"]
+        f = record["figures"]
+        f["curves"]["anchor"], f["anchor_level"], f["minutes_to_level"], f["budget_minutes"], record["recipe"]
     except (OSError, IndexError, ValueError, KeyError, TypeError) as e:
         print(f"time_to_quality.py: error: --plot-only {ledger}: no time-to-quality record to draw "
               f"({type(e).__name__}: {e})", file=sys.stderr)
@@ -586,9 +606,11 @@ def main(argv=None):
     parser.add_argument("--data", default=None, help="a smallcap-prepare directory (default: prepare "
                         "Multi30k with an 8k vocabulary into WORK/data)")
     parser.add_argument("--raw-dir", default=None, help="Multi30k raw files (default: smallcap-prepare's)")
-    parser.add_argument("--minutes", type=float, default=86.0, help="wall-clock budget of each system")
+    parser.add_argument("--minutes", type=float, default=86.0,
+                        help="wall-clock budget of the anchor (and of ours without --ours-minutes)")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0,
-                        help="keep the first checkpoint after every this many minutes of each system's clock")
+                        help="keep the first checkpoint after every this many minutes of the anchor's clock (and "
+                             "of ours' without --ours-checkpoint-minutes)")
     parser.add_argument("--save-every-updates", type=int, default=50,
                         help="fairseq's --save-interval-updates: the resolution of the checkpoints' times")
     parser.add_argument("--arch", default="smallcap_very_small")
@@ -624,7 +646,8 @@ def main(argv=None):
     if args.work is None:
         parser.error("--work is required (unless --plot-only)")
     args.ours_minutes = args.minutes if args.ours_minutes is None else args.ours_minutes
-    args.ours_checkpoint_minutes = args.ours_checkpoint_minutes or args.checkpoint_minutes
+    if args.ours_checkpoint_minutes is None:
+        args.ours_checkpoint_minutes = args.checkpoint_minutes
     try:
         seeds = [int(s) for s in (args.ours_seeds or str(args.seed)).split(",")]
     except ValueError:
@@ -645,6 +668,9 @@ def main(argv=None):
         name = "ours" if len(seeds) == 1 else f"ours-s{seed}"
         runs[name] = SystemRun(name, work, args, threads, args.ours_minutes, args.ours_checkpoint_minutes, seed)
     ours_runs = [run for name, run in runs.items() if name != "anchor"]
+    if args.side_by_side and len(seeds) * args.ours_minutes > args.minutes:
+        say(f"warning: {len(seeds)} runs of ours x {args.ours_minutes:g} minutes outlast the anchor's "
+            f"{args.minutes:g}: the last ones train alone, not beside the anchor")
     scorer = Scorer(args)
     started = time.time()
     if args.side_by_side:
@@ -662,6 +688,8 @@ def main(argv=None):
                         curve_of(scorer, run, args.valid_lines)
             except SystemExit as error:  # (sys.exit in a thread ends only the thread)
                 failures.append(str(error))
+            except BaseException:  # anything else: the record would be made from a half-trained state
+                failures.append(traceback.format_exc())
 
         workers = [threading.Thread(target=lane, args=([runs["anchor"]], False)),
                    threading.Thread(target=lane, args=(ours_runs, True))]
@@ -671,6 +699,9 @@ def main(argv=None):
             worker.join()
         if failures:
             sys.exit("\n".join(failures))
+        unfinished = [run.name for run in runs.values() if not run.done]
+        if unfinished:
+            sys.exit(f"{', '.join(unfinished)}: training did not finish; run the same command again to resume")
     else:
         for run in runs.values():
             run.train()
@@ -716,7 +747,7 @@ def main(argv=None):
         "figures": {"budget_minutes": args.minutes, "checkpoint_minutes": args.checkpoint_minutes,
                     "ours_budget_minutes": args.ours_minutes,
                     "ours_checkpoint_minutes": args.ours_checkpoint_minutes,
-                    "ours_seeds": {run.name: run.seed for run in ours_runs},
+                    "anchor_seed": args.seed, "ours_seeds": {run.name: run.seed for run in ours_runs},
                     "curves": curves, **summary, "test": test,
                     "end_minutes": {name: round(run.state["stages"]["train" if name == "anchor" else "finetune"]["end_s"] / 60, 3)
                                     for name, run in runs.items()},

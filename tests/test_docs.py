@@ -124,16 +124,18 @@ def test_time_to_quality_tables_from_the_ledger(tmp_path):
     # mean 11.384, sample std 1.801 (by hand)
     record = {"benchmark": "time_to_quality", "recipe": "test-only-ttq", "command": "python reproduce-the-ttq.py",
               "git_commit": "0123456789", "date": "2000-01-02T00:00:00+00:00", "machine": "test machine",
-              "omp_num_threads": "2", "setup": {"side_by_side": True},
-              "figures": {"budget_minutes": 86, "ours_budget_minutes": 10,
+              "omp_num_threads": "2", "setup": {"side_by_side": True, "threads_per_system": 1},
+              "figures": {"budget_minutes": 86, "ours_budget_minutes": 10, "checkpoint_minutes": 5,
+                          "ours_checkpoint_minutes": 1, "anchor_seed": 4,
                           "ours_seeds": {name: i + 1 for i, name in enumerate(ours)},
                           "curves": {"anchor": [{"minutes": 80.2, "bleu": 1.2}, {"minutes": 86.1, "bleu": 1.2}],
                                      **{name: [{"minutes": m, "bleu": 1.5}] for name, m in zip(ours, (6.1, 7.0, 8.4))}},
                           "anchor_level": 1.2,
-                          "minutes_to_level": {"anchor": 80.2, "ours-s1": 6.1, "ours-s2": 7.0, "ours-s3": 8.4},
+                          "minutes_to_level": {"anchor": 80.217, "ours-s1": 6.1, "ours-s2": 7.0, "ours-s3": 8.4},
                           "ratios": {name: {"ratio": r, "kind": "exact (to the checkpoint interval)"}
                                      for name, r in zip(ours, (13.148, 11.457, 9.548))},
                           "ratio_anchor_over_ours": 9.548, "ratio_kind": "exact (to the checkpoint interval)",
+                          "ratio_range": [8.95, 12.3],
                           "ratio_mean": 11.384, "ratio_std": 1.801,
                           "test": {"anchor": {"last": scores(1.11, 1.22)},
                                    **{name: {"last": scores(b, b + 1)} for name, b in zip(ours, (5.0, 6.0, 7.0))}}}}
@@ -143,14 +145,16 @@ def test_time_to_quality_tables_from_the_ledger(tmp_path):
     assert result.returncode == 0, result.stderr
     text = readme.read_text(encoding="utf-8")
     block = text[text.index("<!-- time-to-quality:begin -->"):text.index("<!-- time-to-quality:end -->")]
-    assert "| fairseq `online_backtranslation` | 86 | 1 | 80.2 | 1.11 | 1.22 | 3.33 | 3.66 |" in block
-    assert ("| ours, `test-only-ttq` | 10 | 1, 2, 3 | 6.1, 7.0, 8.4 | 6.00 ± 1.00 | 7.00 ± 1.00 | 18.00 ± 3.00 | "
-            "21.00 ± 3.00 |") in block
-    assert ("**9.55 (smallest of 3 seeds); per seed 13.15, 11.46, 9.55; mean 11.38 ± 1.80** "
-            "(exact (to the checkpoint interval))") in block
-    assert "python reproduce-the-ttq.py" in block and "val BLEU 1.20" in block
+    assert "| fairseq `online_backtranslation` | 86 | 1 (seed 4) | 80.2 | 1.11 | 1.22 | 3.33 | 3.66 |" in block
+    assert ("| ours, `test-only-ttq` | 10 | 3 (seeds 1, 2, 3) | 6.1, 7.0, 8.4 | 6.00 ± 1.00 | 7.00 ± 1.00 | "
+            "18.00 ± 3.00 | 21.00 ± 3.00 |") in block
+    assert ("**9.55, the smallest of 3 seeds (between 8.95 and 12.30 within the checkpoint intervals); per seed "
+            "13.15, 11.46, 9.55; mean 11.38 ± 1.80**") in block
+    assert "python reproduce-the-ttq.py" in block and "val BLEU 1.20" in block and "side by side, 1 thread each" in block
     bench = out.read_text(encoding="utf-8")
-    assert "| `test-only-ttq` | 86, 10 | 1, 2, 3 | 1.20 | 80.2 | 6.1, 7.0, 8.4 | 9.55 (smallest of 3 seeds)" in bench
+    assert ("| `test-only-ttq` | 86, 10 | 3 (seeds 1, 2, 3) | 1.20 | 80.2 | 6.1, 7.0, 8.4 | 9.55, the smallest of 3 "
+            "seeds") in bench
+    assert "checkpoints every 5 min (anchor) and 1 min (ours)" in bench
     assert "| 2000-01-02 | ours-s2 | 7.0: 1.50 |" in bench
     assert report(*paths, "--check").returncode == 0
 
