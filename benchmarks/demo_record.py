@@ -68,6 +68,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="the demo's --work directory")
     parser.add_argument("--arch", default="smallcap_very_small", help="the demo's --arch")
+    parser.add_argument("--recipe", default=None, help="the recipe the demo ran (benchmarks/README.md's names)")
     parser.add_argument("--minutes", type=float, required=True, help="the demo's --minutes (training budget)")
     parser.add_argument("--wall-s", type=float, required=True,
                         help="seconds the demo ran, all five steps (of this invocation, if it resumed)")
@@ -86,6 +87,7 @@ def main(argv=None) -> dict:
     record = {
         "benchmark": "demo",
         "arch": args.arch,
+        **({"recipe": args.recipe} if args.recipe else {}),
         "minutes": args.minutes,
         "wall_s": round(args.wall_s, 1),
         "resumed": args.resumed,

@@ -542,14 +542,14 @@ def curation_speed_section(records, ledger: Path, out_dir: Path) -> str:
 
 def demo_section(records, ledger: Path, out_dir: Path) -> str:
     parts = [f"## `make demo` ([ledger]({link(ledger, out_dir)}), {len(records)} records)", "",
-             "`examples/multi30k/demo.sh --results-log benchmarks/results/demo.jsonl` (the recipe "
-             "`mass-fixed+emb128` within a training-time budget, seed 1, with embeddings of the arch's "
-             "width), scored by "
+             "`examples/multi30k/demo.sh --results-log benchmarks/results/demo.jsonl` (its recipe within a "
+             "training-time budget, seed 1, with embeddings of the arch's width; records made before the recipe "
+             "was recorded ran `mass-fixed+emb128`), scored by "
              "`benchmarks/demo_record.py`: test_2016_flickr sacreBLEU / chrF and the share of distinct "
              "hypotheses and of copied words, each direction. Target: at least 95% distinct both ways.", "",
-             "| arch | minutes | updates (MASS + fine-tuning, decoded) | en→fr BLEU / chrF | distinct / copied | "
+             "| recipe | arch | minutes | updates (MASS + fine-tuning, decoded) | en→fr BLEU / chrF | distinct / copied | "
              "fr→en BLEU / chrF | distinct / copied | ≥ 95% distinct | wall | recorded | command |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         f = r.get("figures") or {}
         cells = []
@@ -558,7 +558,7 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
             cells += [f"{d.get('bleu')} / {d.get('chrf')}",
                       f"{100 * d.get('distinct', 0):.1f}% / {100 * d.get('copied', 0):.1f}%"]
         wall = f"{r.get('wall_s', 0) / 60:.1f} min" + (" (resumed)" if r.get("resumed") else "")
-        parts.append(f"| {r.get('arch')} | {r.get('minutes')} | {r.get('mass_updates')} + "
+        parts.append(f"| `{r.get('recipe', 'mass-fixed+emb128')}` | {r.get('arch')} | {r.get('minutes')} | {r.get('mass_updates')} + "
                      f"{r.get('finetune_updates')} ({r.get('finetune_best_updates')}) | {' | '.join(cells)} | "
                      f"{'met' if r.get('distinct_target_met') else 'not met'} | {wall} | "
                      f"{r.get('date', '–')}, {r.get('commit', '–')}, {r.get('machine', '–')} | "

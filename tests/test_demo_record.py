@@ -38,7 +38,7 @@ def test_record_scores_both_directions_and_the_distinct_target(tmp_path, trained
     (work / "bt").mkdir()
     shutil.copy(checkpoint, work / "bt" / "checkpoint_last.pt")
     log = tmp_path / "results" / "demo.jsonl"
-    result = record(work, log)
+    result = record(work, log, "--recipe", "test-recipe")
     assert "distinct >= 95% both ways: not met" in result.stdout
     (r,) = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     en_fr, fr_en = r["figures"]["en-fr"], r["figures"]["fr-en"]
@@ -49,23 +49,24 @@ def test_record_scores_both_directions_and_the_distinct_target(tmp_path, trained
     assert en_fr["copied"] == round(4 / 27, 4) and fr_en["copied"] == round(1 / 7, 4)
     assert r["distinct_target_met"] is False and r["wall_s"] == 1000.4 and r["resumed"] is False
     assert r["mass_updates"] is None and isinstance(r["finetune_updates"], int) and r["finetune_updates"] > 0
-    assert r["command"] == "make demo" and r["commit"] and r["machine"]
+    assert r["command"] == "make demo" and r["commit"] and r["machine"] and r["recipe"] == "test-recipe"
     assert en_fr["bleu_signature"].startswith("nrefs:1|") and "chrf_signature" in en_fr
 
     record(demo_dir(tmp_path / "again", FR, FR), log, "--resumed")
     second = json.loads(log.read_text(encoding="utf-8").splitlines()[1])
-    assert second["distinct_target_met"] is True and second["resumed"] is True
+    assert second["distinct_target_met"] is True and second["resumed"] is True and "recipe" not in second
 
     # benchmarks/README.md's section, generated from this ledger by report.py
     out = tmp_path / "BENCHMARKS.md"
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")])
-    rows = [line for line in out.read_text(encoding="utf-8").splitlines() if line.startswith("| smallcap_very_small | 14.0 |")]
+    rows = [line for line in out.read_text(encoding="utf-8").splitlines() if "| smallcap_very_small | 14.0 |" in line]
     updates = r["finetune_updates"]
-    assert rows[0].startswith(f"| smallcap_very_small | 14.0 | None + {updates} (None) | 100.0 / 100.0 | "
+    assert rows[0].startswith(f"| `test-recipe` | smallcap_very_small | 14.0 | None + {updates} (None) | 100.0 / 100.0 | "
                               f"100.0% / 14.8% | {fr_en['bleu']} / {fr_en['chrf']} | 25.0% / 14.3% | not met | "
                               "16.7 min |"), rows
-    assert "| met | 16.7 min (resumed) |" in rows[1]
+    # a record without its recipe: made before demo.sh recorded it, when the demo ran mass-fixed+emb128
+    assert rows[1].startswith("| `mass-fixed+emb128` | smallcap_very_small |") and "| met | 16.7 min (resumed) |" in rows[1]
 
 
 def test_missing_hypotheses_give_one_line_and_status_2(tmp_path):

@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+RECIPE=mass-fixed+emb128+shared  # (benchmarks/README.md's name; --extra flags come on top)
 USER_DIR="$ROOT/fairseq_smallcap"
 DATA="$WORK/data"
 HOURS_MASS=$(python -c "print(round($MINUTES * 0.3 / 60, 4))")
@@ -88,5 +89,5 @@ for pair in en-fr fr-en; do
 done
 step "done in $(( ($(date +%s) - START) / 60 )) min; outputs in $WORK"
 for pair in en-fr fr-en; do echo "test_2016_flickr $pair:"; sed 's/^/  /' "$WORK/test.$pair.bleu"; done
-[ -z "$LOG" ] || python "$ROOT/benchmarks/demo_record.py" --work "$WORK" --arch "$ARCH" --minutes "$MINUTES" \
+[ -z "$LOG" ] || python "$ROOT/benchmarks/demo_record.py" --work "$WORK" --arch "$ARCH" --recipe "$RECIPE" --minutes "$MINUTES" \
   --wall-s $(( $(date +%s) - START )) $RESUMED --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
