@@ -613,6 +613,8 @@ def ttq_summary(record) -> dict:
                                                 for r in ratios.values())
         if "ratio_mean" in f:
             ratio_text += f"; mean {f['ratio_mean']:.2f} ± {f['ratio_std']:.2f}"
+            if f.get("ratio_ci95"):
+                ratio_text += f", 95% t interval [{f['ratio_ci95'][0]:.2f}, {f['ratio_ci95'][1]:.2f}]"
     threads = setup.get("threads_per_system")
     sharing = ((f"side by side, {threads} thread{'s' if threads != 1 else ''} each" if setup.get("side_by_side")
                 else f"one after the other, {threads} thread{'s' if threads != 1 else ''}") if threads else "–")

@@ -486,7 +486,8 @@ def time_to_quality(curves):
     the ratio (anchor / ours: how many times faster ours reaches it) with what it bounds, for every
     run of ours (every curve but ``anchor``: one per seed). ``ratio_anchor_over_ours`` is the
     smallest of them (None if a run of ours never reaches the level); with several runs of ours,
-    ``ratios`` has each one and ``ratio_mean`` / ``ratio_std`` their mean and sample std.
+    ``ratios`` has each one, ``ratio_mean`` / ``ratio_std`` their mean and sample std and
+    ``ratio_ci95`` the mean's 95% Student t interval.
     ``ratio_range``: the bounds of the smallest ratio set by the checkpoint intervals (each system
     first reached the level after its previous scored checkpoint)."""
     level = curves["anchor"][-1]["bleu"]
@@ -515,8 +516,10 @@ def time_to_quality(curves):
         summary["ratios"] = ratios
         if None not in values:
             mean = sum(values) / len(values)
-            summary["ratio_mean"] = round(mean, 3)
-            summary["ratio_std"] = round(math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)), 3)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            half = scoring.t_quantile_975(len(values) - 1) * std / math.sqrt(len(values))
+            summary.update(ratio_mean=round(mean, 3), ratio_std=round(std, 3),
+                           ratio_ci95=[round(mean - half, 3), round(mean + half, 3)])
     return summary
 
 

@@ -136,7 +136,7 @@ def test_time_to_quality_tables_from_the_ledger(tmp_path):
                                      for name, r in zip(ours, (13.148, 11.457, 9.548))},
                           "ratio_anchor_over_ours": 9.548, "ratio_kind": "exact (to the checkpoint interval)",
                           "ratio_range": [8.95, 12.3],
-                          "ratio_mean": 11.384, "ratio_std": 1.801,
+                          "ratio_mean": 11.384, "ratio_std": 1.801, "ratio_ci95": [6.91, 15.858],
                           "test": {"anchor": {"last": scores(1.11, 1.22)},
                                    **{name: {"last": scores(b, b + 1)} for name, b in zip(ours, (5.0, 6.0, 7.0))}}}}
     (results / "time_to_quality.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
@@ -149,7 +149,7 @@ def test_time_to_quality_tables_from_the_ledger(tmp_path):
     assert ("| ours, `test-only-ttq` | 10 | 3 (seeds 1, 2, 3) | 6.1, 7.0, 8.4 | 6.00 ± 1.00 | 7.00 ± 1.00 | "
             "18.00 ± 3.00 | 21.00 ± 3.00 |") in block
     assert ("**9.55, the smallest of 3 seeds (between 8.95 and 12.30 within the checkpoint intervals); per seed "
-            "13.15, 11.46, 9.55; mean 11.38 ± 1.80**") in block
+            "13.15, 11.46, 9.55; mean 11.38 ± 1.80, 95% t interval [6.91, 15.86]**") in block
     assert "python reproduce-the-ttq.py" in block and "val BLEU 1.20" in block and "side by side, 1 thread each" in block
     bench = out.read_text(encoding="utf-8")
     assert ("| `test-only-ttq` | 86, 10 | 3 (seeds 1, 2, 3) | 1.20 | 80.2 | 6.1, 7.0, 8.4 | 9.55, the smallest of 3 "

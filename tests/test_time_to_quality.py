@@ -153,6 +153,8 @@ def test_ratio_rule():
     assert three["ratio_anchor_over_ours"] == 3.0 and three["ratio_kind"].startswith("exact")
     assert three["ratios"]["ours-s3"]["kind"].startswith("lower bound")
     assert (three["ratio_mean"], three["ratio_std"]) == (4.667, 1.528)
+    # 95% t interval, 2 degrees of freedom (4.3027): 4.667 -+ 4.3027 x 1.5275 / sqrt(3) = 3.7946
+    assert three["ratio_ci95"] == [0.872, 8.461]
     one_never = time_to_quality({"anchor": anchor, "ours-s1": curve((5, 2.0)), "ours-s2": curve((5, 0.1))})
     assert one_never["ratio_anchor_over_ours"] is None and "ours-s2 never" in one_never["ratio_kind"]
     assert "ratio_mean" not in one_never
