@@ -40,11 +40,13 @@ def test_time_to_quality_end_to_end(tiny_data, tmp_path):
     curves = figures["curves"]
     assert set(curves) == {"anchor", *ours} and figures["ours_seeds"] == {"ours-s1": 1, "ours-s2": 2}
     assert figures["budget_minutes"] == 0.3 and figures["ours_budget_minutes"] == 0.2
-    # each run of ours is on its own clock and budget, from its own embeddings (it ends some seconds
-    # after the budget: fairseq's start-up is not on fairseq's clock)
+    # each run of ours is on its own clock and budget, from its own embeddings: its clock starts at
+    # 0 (one clock for all would put ours-s2's embeddings after ours-s1's end, past 0.2), and it ends
+    # some seconds after its 0.2 minutes (fairseq's start-up of each stage is not on fairseq's clock)
+    ends = figures["end_minutes"]
     for system in ours:
-        assert 0.2 <= figures["end_minutes"][system] < 0.2 + 0.15, figures["end_minutes"]
-        assert 0 < figures["ours_stage_end_minutes"][system]["embeddings"] < 0.1
+        assert 0.2 <= ends[system] < 0.6, ends
+        assert 0 < figures["ours_stage_end_minutes"][system]["embeddings"] < 0.15
     commands = record["setup"]["commands"]
     assert "--seed 1 " in commands["ours-s1"]["mass"] and "--seed 2 " in commands["ours-s2"]["finetune"]
     # demo.sh's fine-tuning warm-up under 30 minutes, in place of common_flags' 200; MASS keeps 200
