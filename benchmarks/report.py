@@ -587,13 +587,10 @@ def ttq_summary(record) -> dict:
     def last(system, direction, metric):
         return (((test.get(system) or {}).get("last") or {}).get(direction) or {}).get(metric)
 
-    def over_ours(direction, metric):
-        values = [last(name, direction, metric) for name in ours]
+    def over(systems, direction, metric):
+        """mean ± std over the systems (one: its value)"""
+        values = [last(name, direction, metric) for name in systems]
         return fmt(values) if values and None not in values else "–"
-
-    def anchor_text(direction, metric):
-        value = last("anchor", direction, metric)
-        return "–" if value is None else f"{value:.2f}"
 
     def minutes(value):
         return "never" if value is None else f"{value:.1f}"
@@ -629,10 +626,8 @@ def ttq_summary(record) -> dict:
         "checkpoints": (f"checkpoints every {f.get('checkpoint_minutes', '–'):g} min (anchor) and "
                         f"{f.get('ours_checkpoint_minutes', f.get('checkpoint_minutes')):g} min (ours)"
                         if f.get("checkpoint_minutes") else "–"),
-        "bleu": {"anchor": [anchor_text(d, "bleu") for d, _ in DIRECTIONS],
-                 "ours": [over_ours(d, "bleu") for d, _ in DIRECTIONS]},
-        "chrf": {"anchor": [anchor_text(d, "chrf") for d, _ in DIRECTIONS],
-                 "ours": [over_ours(d, "chrf") for d, _ in DIRECTIONS]},
+        **{metric: {"anchor": [over(["anchor"], d, metric) for d, _ in DIRECTIONS],
+                    "ours": [over(ours, d, metric) for d, _ in DIRECTIONS]} for metric in ("bleu", "chrf")},
         "ours": ours,
     }
 
@@ -656,9 +651,11 @@ def time_to_quality_section(records, ledger: Path, out_dir: Path) -> str:
              "ours: min to level | ratio anchor / ours | test BLEU anchor en→fr, fr→en | test BLEU ours en→fr, fr→en | "
              "test chrF anchor en→fr, fr→en | test chrF ours en→fr, fr→en | recorded | command |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    curves = []
+    curves, signatures = [], []
     for r in records:
         t = ttq_summary(r)
+        test = (r.get("figures") or {}).get("test") or {}
+        signatures += [(((test.get(name) or {}).get("last") or {}).get("en-fr") or {}) for name in t["ours"]]
         setup = r.get("setup") or {}
         lines = f" (first {setup['valid_lines']} val sentences)" if setup.get("valid_lines") else ""
         level = "–" if t["level"] is None else f"{t['level']:.2f}"
@@ -674,8 +671,6 @@ def time_to_quality_section(records, ledger: Path, out_dir: Path) -> str:
                           + ", ".join(f"{p['minutes']:.1f}: {p['bleu']:.2f}" for p in points) + " |")
     parts += ["", "Validation BLEU (mean of both directions) at minute:", "", "| recorded | system | minute: BLEU |",
               "|---|---|---|", *curves]
-    signatures = [((((r.get("figures") or {}).get("test") or {}).get(name) or {}).get("last") or {}).get("en-fr", {})
-                  for r in records for name in ttq_summary(r)["ours"]]
     signatures = [s for s in signatures if s.get("bleu_signature")]
     if signatures:
         parts += ["", f"Signatures: BLEU `{signatures[-1]['bleu_signature']}`; chrF `{signatures[-1]['chrf_signature']}`."]

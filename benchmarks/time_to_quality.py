@@ -77,6 +77,7 @@ import logging
 import math
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import threading
@@ -418,12 +419,12 @@ class Scorer:
     def score(self, checkpoint: Path, split: str, lines):
         """{"en-fr": translation_scores, "fr-en": ..., "bleu": mean BLEU} of a checkpoint on
         ``split`` (valid or test), its first ``lines`` sentences (all: None)."""
+        with self.lock:
+            return self._score(checkpoint, split, lines)
+
+    def _score(self, checkpoint: Path, split: str, lines):
         from fairseq.data import data_utils
 
-        with self.lock:
-            return self._score(checkpoint, split, lines, data_utils)
-
-    def _score(self, checkpoint: Path, split: str, lines, data_utils):
         model, task = self.load(checkpoint)
         out = {}
         for src, tgt in DIRECTIONS:
@@ -455,7 +456,7 @@ def cached_score(scorer, run: SystemRun, entry, split, lines):
 
 def curve_of(scorer, run: SystemRun, lines):
     curve = []
-    for entry in sorted(list(run.state["checkpoints"]), key=lambda c: c["minutes"]):
+    for entry in sorted(run.state["checkpoints"], key=lambda c: c["minutes"]):  # (a copy: the anchor's lane appends)
         scores = cached_score(scorer, run, entry, "valid", lines)
         curve.append({**{k: entry[k] for k in ("minutes", "stage", "num_updates", "checkpoint")},
                       "en-fr": scores["en-fr"]["bleu"], "fr-en": scores["fr-en"]["bleu"], "bleu": scores["bleu"]})
@@ -515,8 +516,7 @@ def time_to_quality(curves):
     if len(ours_names) > 1:
         summary["ratios"] = ratios
         if None not in values:
-            mean = sum(values) / len(values)
-            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            mean, std = statistics.mean(values), statistics.stdev(values)
             half = scoring.t_quantile_975(len(values) - 1) * std / math.sqrt(len(values))
             summary.update(ratio_mean=round(mean, 3), ratio_std=round(std, 3),
                            ratio_ci95=[round(mean - half, 3), round(mean + half, 3)])
