@@ -9,9 +9,12 @@ hypotheses (``WORK/test.{en-fr,fr-en}.hyp``) against ``WORK/data/raw`` with
 ``benchmarks/scoring.py`` (sacreBLEU and chrF with signatures; the share of distinct hypotheses
 and of copied words, the collapse and copying diagnostics of issue 20, whose target for the demo
 is >= 95% distinct in both directions), reads the updates each stage reached from its
-checkpoints, and appends one JSON line with the command, git commit, machine and date.
+checkpoints, and appends one JSON line with the command, git commit, machine and date, the seed
+and beam, and ``checkpoint_sha1``: a finished demo re-run with another ``--beam`` decodes the same
+checkpoint again (``--decoded-only``), and ``report.py`` pairs such records by it.
 """
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -46,6 +49,17 @@ def updates_of(checkpoint: Path):
     return history[-1].get("num_updates")
 
 
+def checkpoint_sha1(checkpoint: Path):
+    """The first 12 hex digits of the checkpoint file's SHA-1 (None when it is missing)."""
+    if not checkpoint.is_file():
+        return None
+    digest = hashlib.sha1()
+    with open(checkpoint, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
 def scores_of(work: Path) -> dict:
     raw = work / "data" / "raw"
     figures = {}
@@ -72,7 +86,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--minutes", type=float, required=True, help="the demo's --minutes (training budget)")
     parser.add_argument("--wall-s", type=float, required=True,
                         help="seconds the demo ran, all five steps (of this invocation, if it resumed)")
+    parser.add_argument("--seed", type=int, default=1, help="the demo's --seed (training seed)")
+    parser.add_argument("--beam", type=int, default=4, help="the demo's --beam (beam size of the test translations)")
     parser.add_argument("--resumed", action="store_true", help="the demo resumed an earlier, interrupted run")
+    parser.add_argument("--decoded-only", action="store_true",
+                        help="both training stages had finished before: this run only decoded the checkpoint again")
     parser.add_argument("--command", required=True, help="the command that ran the demo")
     parser.add_argument("--results-log", type=Path, required=True, help="append one JSON line here")
     args = parser.parse_args(argv)
@@ -91,7 +109,12 @@ def main(argv=None) -> dict:
         "minutes": args.minutes,
         "wall_s": round(args.wall_s, 1),
         "resumed": args.resumed,
+        "decoded_only": args.decoded_only,
+        "seed": args.seed,
+        "beam": args.beam,
         **updates,  # finetune_best_updates: those of checkpoint_best.pt, the one decoded
+        # which training run was decoded: records of one checkpoint decoded two ways pair by it
+        "checkpoint_sha1": checkpoint_sha1(args.work / "bt" / "checkpoint_best.pt"),
         "figures": figures,
         "distinct_target": DISTINCT_TARGET,
         "distinct_target_met": all(figures[p]["distinct"] >= DISTINCT_TARGET for p in PAIRS),

@@ -543,13 +543,16 @@ def curation_speed_section(records, ledger: Path, out_dir: Path) -> str:
 def demo_section(records, ledger: Path, out_dir: Path) -> str:
     parts = [f"## `make demo` ([ledger]({link(ledger, out_dir)}), {len(records)} records)", "",
              "`examples/multi30k/demo.sh --results-log benchmarks/results/demo.jsonl` (its recipe within a "
-             "training-time budget, seed 1, with embeddings of the arch's width; records made before the recipe "
-             "was recorded ran `mass-fixed+emb128`), scored by "
+             "training-time budget, with embeddings of the arch's width; records made before the recipe "
+             "was recorded ran `mass-fixed+emb128`, those before the seed and beam were recorded seed 1 and "
+             "beam 4), scored by "
              "`benchmarks/demo_record.py`: test_2016_flickr sacreBLEU / chrF and the share of distinct "
-             "hypotheses and of copied words, each direction. Target: at least 95% distinct both ways.", "",
-             "| recipe | arch | minutes | updates (MASS + fine-tuning, decoded) | en→fr BLEU / chrF | distinct / copied | "
-             "fr→en BLEU / chrF | distinct / copied | ≥ 95% distinct | wall | recorded | command |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "hypotheses and of copied words, each direction. Target: at least 95% distinct both ways. "
+             "A finished demo re-run with another `--beam` decodes the same checkpoint again (wall: "
+             "\"decoding only\").", "",
+             "| recipe | arch | minutes | seed | beam | updates (MASS + fine-tuning, decoded) | en→fr BLEU / chrF | "
+             "distinct / copied | fr→en BLEU / chrF | distinct / copied | ≥ 95% distinct | wall | recorded | command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         f = r.get("figures") or {}
         cells = []
@@ -557,16 +560,46 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
             d = f.get(pair) or {}
             cells += [f"{d.get('bleu')} / {d.get('chrf')}",
                       f"{100 * d.get('distinct', 0):.1f}% / {100 * d.get('copied', 0):.1f}%"]
-        wall = f"{r.get('wall_s', 0) / 60:.1f} min" + (" (resumed)" if r.get("resumed") else "")
-        parts.append(f"| `{r.get('recipe', 'mass-fixed+emb128')}` | {r.get('arch')} | {r.get('minutes')} | {r.get('mass_updates')} + "
+        wall = f"{r.get('wall_s', 0) / 60:.1f} min" + (" (decoding only)" if r.get("decoded_only") else
+                                                       " (resumed)" if r.get("resumed") else "")
+        parts.append(f"| `{r.get('recipe', 'mass-fixed+emb128')}` | {r.get('arch')} | {r.get('minutes')} | "
+                     f"{r.get('seed', 1)} | {r.get('beam', 4)} | {r.get('mass_updates')} + "
                      f"{r.get('finetune_updates')} ({r.get('finetune_best_updates')}) | {' | '.join(cells)} | "
                      f"{'met' if r.get('distinct_target_met') else 'not met'} | {wall} | "
                      f"{r.get('date', '–')}, {r.get('commit', '–')}, {r.get('machine', '–')} | "
                      f"`{r.get('command', '–')}` |")
+    parts += demo_decoding_lines(records)
     signatures = sorted({(f.get("bleu_signature"), f.get("chrf_signature"))
                          for r in records for f in (r.get("figures") or {}).values()} - {(None, None)})
     parts += ["", *(f"Signatures: `{b}`, `{c}`" for b, c in signatures)]
     return "\n".join(parts)
+
+
+def demo_decoding_lines(records) -> list:
+    """Each other beam size against beam 4 on the same checkpoints (records paired by
+    ``checkpoint_sha1``, keyed by seed; a later record of a seed replaces an earlier one): per-seed
+    differences with their 95% t interval, BLEU, chrF and distinct (percentage points)."""
+    by_checkpoint = {}
+    for r in records:
+        if r.get("checkpoint_sha1"):
+            by_checkpoint.setdefault(r["checkpoint_sha1"], {})[r.get("beam", 4)] = r
+    lines = []
+    for beam in sorted({b for decoded in by_checkpoint.values() for b in decoded} - {4}):
+        pairs = [(decoded[4], decoded[beam]) for decoded in by_checkpoint.values() if 4 in decoded and beam in decoded]
+        if not pairs:
+            continue
+        lines += ["", f"Beam {beam}{' (greedy)' if beam == 1 else ''} minus beam 4, the same checkpoints "
+                      f"(per-seed difference, 95% t interval):", ""]
+        for pair, name in DIRECTIONS:
+            cells = []
+            for metric, scale in (("bleu", 1), ("chrf", 1), ("distinct", 100)):
+                def value(r):
+                    return scale * (((r.get("figures") or {}).get(pair) or {}).get(metric) or 0)
+                paired = paired_differences({a.get("seed", 1): value(a) for a, _ in pairs},
+                                            {a.get("seed", 1): value(b) for a, b in pairs})
+                cells.append(f"{metric if metric != 'distinct' else 'distinct (points)'} {format_paired(paired)}")
+            lines.append(f"- {name}: " + "; ".join(cells))
+    return lines
 
 
 def ttq_summary(record) -> dict:

@@ -50,6 +50,7 @@ def test_record_scores_both_directions_and_the_distinct_target(tmp_path, trained
     assert r["distinct_target_met"] is False and r["wall_s"] == 1000.4 and r["resumed"] is False
     assert r["mass_updates"] is None and isinstance(r["finetune_updates"], int) and r["finetune_updates"] > 0
     assert r["command"] == "make demo" and r["commit"] and r["machine"] and r["recipe"] == "test-recipe"
+    assert (r["seed"], r["beam"], r["decoded_only"], r["checkpoint_sha1"]) == (1, 4, False, None)  # no checkpoint_best.pt
     assert en_fr["bleu_signature"].startswith("nrefs:1|") and "chrf_signature" in en_fr
 
     record(demo_dir(tmp_path / "again", FR, FR), log, "--resumed")
@@ -62,7 +63,7 @@ def test_record_scores_both_directions_and_the_distinct_target(tmp_path, trained
          "--readme", shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")])
     rows = [line for line in out.read_text(encoding="utf-8").splitlines() if "| smallcap_very_small | 14.0 |" in line]
     updates = r["finetune_updates"]
-    assert rows[0].startswith(f"| `test-recipe` | smallcap_very_small | 14.0 | None + {updates} (None) | 100.0 / 100.0 | "
+    assert rows[0].startswith(f"| `test-recipe` | smallcap_very_small | 14.0 | 1 | 4 | None + {updates} (None) | 100.0 / 100.0 | "
                               f"100.0% / 14.8% | {fr_en['bleu']} / {fr_en['chrf']} | 25.0% / 14.3% | not met | "
                               "16.7 min |"), rows
     # a record without its recipe: made before demo.sh recorded it, when the demo ran mass-fixed+emb128
@@ -78,3 +79,44 @@ def test_missing_hypotheses_give_one_line_and_status_2(tmp_path):
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("demo_record.py: error: --work") and "test.fr-en.hyp" in lines[0]
     assert not log.exists()
+
+
+def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_checkpoint):
+    """demo.sh re-run with --beam 1 on a finished demo decodes the same checkpoint again: the two
+    records share checkpoint_sha1, and report.py's demo section gives the per-seed differences
+    beam 1 minus beam 4 with their t interval, here on hand-made hypotheses of two "seeds"."""
+    import torch
+
+    from fairseq_smallcap import checkpoint_safety
+
+    checkpoint_safety.install()
+    checkpoint, _ = trained_checkpoint
+    log = tmp_path / "results" / "demo.jsonl"
+    collapsed, two_captions = ["a man in a blue shirt ."] * 4, ["a man in a blue shirt .", "a dog ."] * 2
+    # fr→en distinct: seed 1 beam 4 25%, beam 1 100% (+75 points); seed 2 50% -> 100% (+50 points)
+    for seed, beam4_fr_en in ((1, collapsed), (2, two_captions)):
+        work = demo_dir(tmp_path / f"seed{seed}", FR, beam4_fr_en)
+        (work / "bt").mkdir()
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state["extra_state"]["test_seed"] = seed  # two trainings: two different checkpoint files
+        torch.save(state, work / "bt" / "checkpoint_best.pt")
+        record(work, log, "--seed", str(seed))
+        (work / "test.fr-en.hyp").write_text("\n".join(EN) + "\n", encoding="utf-8")
+        record(work, log, "--seed", str(seed), "--beam", "1", "--resumed", "--decoded-only")
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert [(r["seed"], r["beam"], r["decoded_only"]) for r in records] == [
+        (1, 4, False), (1, 1, True), (2, 4, False), (2, 1, True)]
+    hashes = [r["checkpoint_sha1"] for r in records]
+    assert hashes[0] == hashes[1] != hashes[2] == hashes[3] and len(hashes[0]) == 12
+
+    out = tmp_path / "BENCHMARKS.md"
+    run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
+         "--readme", shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")])
+    text = out.read_text(encoding="utf-8")
+    assert "Beam 1 (greedy) minus beam 4, the same checkpoints" in text
+    (fr_en,) = [line for line in text.splitlines() if line.startswith("- fr→en: ")]
+    # mean 62.5; half-width t(0.975, 1 dof) 12.706 x stdev(75, 50) 17.678 / sqrt 2 = 158.83
+    assert "distinct (points) +62.50 [-96.33, +221.33] (2 seeds: +75.00, +50.00)" in fr_en, fr_en
+    (en_fr,) = [line for line in text.splitlines() if line.startswith("- en→fr: ")]
+    assert "bleu +0.00 [+0.00, +0.00]" in en_fr and "distinct (points) +0.00" in en_fr, en_fr
+    assert "| 14.0 | 2 | 1 |" in text and "(decoding only)" in text

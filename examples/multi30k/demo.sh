@@ -12,23 +12,33 @@
 #   --arch      smallcap_very_small (default), smallcap_small, smallcap_medium, smallcap_large
 #   --raw-dir   the Multi30k raw files (default: ../shared/data/multi30k)
 #   --work      output directory (default: runs/demo); re-running resumes where it stopped
+#   --seed      training seed of both stages (default 1)
+#   --beam      beam size of the test translations (default 4; 1 is greedy decoding)
 #   --extra     extra fairseq-train flags for both stages, e.g. --extra "--amp"
 #   --results-log  append the run's figures (benchmarks/demo_record.py) to this JSON-lines ledger,
 #               e.g. benchmarks/results/demo.jsonl
+# A finished stage is not run again: re-running a finished demo with another --beam only decodes
+# its checkpoint again. A --work directory trained with other --arch/--minutes/--seed/--extra is
+# refused.
 set -euo pipefail
-MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; LOG=""; ARGS=$(printf '%q ' "$@")
+MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; LOG=""; SEED=1; BEAM=4
+ARGS=$(printf '%q ' "$@")
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) MINUTES="$2"; shift 2;;
     --arch) ARCH="$2"; shift 2;;
     --raw-dir) RAW="$2"; shift 2;;
     --work) WORK="$2"; shift 2;;
+    --seed) SEED="$2"; shift 2;;
+    --beam) BEAM="$2"; shift 2;;
     --extra) EXTRA="$2"; shift 2;;
     --results-log) LOG="$2"; shift 2;;
-    -h|--help) sed -n 2,17p "$0"; exit 0;;
+    -h|--help) sed -n 2,24p "$0"; exit 0;;
     *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2;;
   esac
 done
+[[ "$SEED" =~ ^[0-9]+$ ]] || { echo "demo.sh: --seed $SEED: expected a whole number" >&2; exit 2; }
+[[ "$BEAM" =~ ^[1-9][0-9]*$ ]] || { echo "demo.sh: --beam $BEAM: expected a whole number above 0" >&2; exit 2; }
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 RECIPE=mass-fixed+emb128+shared  # (benchmarks/README.md's name; --extra flags come on top)
 USER_DIR="$ROOT/fairseq_smallcap"
@@ -45,6 +55,15 @@ VALIDATE_EVERY=200
 FT_WARMUP=$(python -c "print(50 if $MINUTES < 30 else 200)")
 START=$(date +%s)
 RESUMED=""; [ -e "$WORK/mass" ] && RESUMED=--resumed
+DECODED_ONLY=""; [ -e "$WORK/mass.finished" ] && [ -e "$WORK/bt.finished" ] && DECODED_ONLY=--decoded-only
+# The training settings of this --work directory: a re-run with others would mix two trainings.
+SETTINGS="arch=$ARCH minutes=$MINUTES seed=$SEED extra=$EXTRA"
+mkdir -p "$WORK"
+if [ -e "$WORK/settings" ] && [ "$(cat "$WORK/settings")" != "$SETTINGS" ]; then
+  echo "demo.sh: --work $WORK was trained with '$(cat "$WORK/settings")', not '$SETTINGS': give those or another --work" >&2
+  exit 2
+fi
+echo "$SETTINGS" > "$WORK/settings"
 step() { echo; echo "=== [$(( ($(date +%s) - START) / 60 )) min] $*"; }
 
 step "1/5 prepare Multi30k (English: train lines 1-14,500; French: lines 14,501-29,000)"
@@ -58,26 +77,32 @@ COMMON=(--user-dir "$USER_DIR" --task unsupervised_translation --arch "$ARCH"
   --criterion label_smoothed_cross_entropy --label-smoothing 0.1
   --optimizer adam --adam-betas "(0.9,0.98)" --lr 0.001 --lr-scheduler inverse_sqrt
   --clip-norm 1.0 --max-tokens 2000 --max-update 1000000 --cpu
-  --log-format simple --log-interval 25 --seed 1 --num-workers 1 --init-embeddings "$WORK/emb$DIM.vec"
+  --log-format simple --log-interval 25 --seed "$SEED" --num-workers 1 --init-embeddings "$WORK/emb$DIM.vec"
   --share-all-embeddings)
 
 step "3/5 MASS pretraining (${HOURS_MASS} h)"
-fairseq-train "$DATA" "${COMMON[@]}" --warmup-updates 200 $EXTRA --lambda-mass 1 --lambda-dae 0 --lambda-bt 0 \
-  --stop-time-hours "$HOURS_MASS" --save-dir "$WORK/mass" --no-epoch-checkpoints \
-  --save-interval-updates 200 --keep-interval-updates 1 --disable-validation
+if [ -e "$WORK/mass.finished" ]; then echo "finished before ($WORK/mass.finished)"; else
+  fairseq-train "$DATA" "${COMMON[@]}" --warmup-updates 200 $EXTRA --lambda-mass 1 --lambda-dae 0 --lambda-bt 0 \
+    --stop-time-hours "$HOURS_MASS" --save-dir "$WORK/mass" --no-epoch-checkpoints \
+    --save-interval-updates 200 --keep-interval-updates 1 --disable-validation
+  touch "$WORK/mass.finished"
+fi
 
 step "4/5 DAE + online back-translation from the MASS checkpoint (until ${HOURS_ALL} h in all)"
-fairseq-train "$DATA" "${COMMON[@]}" --warmup-updates "$FT_WARMUP" $EXTRA --lambda-mass 0 --lambda-dae "0:1,2000:0.1" --lambda-bt 1 \
-  --finetune-from-model "$WORK/mass/checkpoint_last.pt" \
-  --stop-time-hours "$HOURS_ALL" --save-dir "$WORK/bt" --no-epoch-checkpoints \
-  --validate-interval 1000000 --validate-interval-updates "$VALIDATE_EVERY" --save-interval-updates "$VALIDATE_EVERY" \
-  --keep-interval-updates 1 --eval-bleu --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
+if [ -e "$WORK/bt.finished" ]; then echo "finished before ($WORK/bt.finished)"; else
+  fairseq-train "$DATA" "${COMMON[@]}" --warmup-updates "$FT_WARMUP" $EXTRA --lambda-mass 0 --lambda-dae "0:1,2000:0.1" --lambda-bt 1 \
+    --finetune-from-model "$WORK/mass/checkpoint_last.pt" \
+    --stop-time-hours "$HOURS_ALL" --save-dir "$WORK/bt" --no-epoch-checkpoints \
+    --validate-interval 1000000 --validate-interval-updates "$VALIDATE_EVERY" --save-interval-updates "$VALIDATE_EVERY" \
+    --keep-interval-updates 1 --eval-bleu --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
+  touch "$WORK/bt.finished"
+fi
 
 step "5/5 translate test_2016_flickr both ways and score with sacreBLEU"
 for pair in en-fr fr-en; do
   src=${pair%-*}; tgt=${pair#*-}
   fairseq-generate "$DATA" --user-dir "$USER_DIR" --task unsupervised_translation -s "$src" -t "$tgt" \
-    --gen-subset test --path "$WORK/bt/checkpoint_best.pt" --beam 4 --max-len-a 1.3 --max-len-b 5 \
+    --gen-subset test --path "$WORK/bt/checkpoint_best.pt" --beam "$BEAM" --max-len-a 1.3 --max-len-b 5 \
     --batch-size 128 --cpu --post-process sentencepiece > "$WORK/generate.test.$pair.log"
   grep '^D-' "$WORK/generate.test.$pair.log" | sort -t- -k2,2n | cut -f3 > "$WORK/test.$pair.hyp"
   echo "--- $src -> $tgt"
@@ -90,4 +115,4 @@ done
 step "done in $(( ($(date +%s) - START) / 60 )) min; outputs in $WORK"
 for pair in en-fr fr-en; do echo "test_2016_flickr $pair:"; sed 's/^/  /' "$WORK/test.$pair.bleu"; done
 [ -z "$LOG" ] || python "$ROOT/benchmarks/demo_record.py" --work "$WORK" --arch "$ARCH" --recipe "$RECIPE" --minutes "$MINUTES" \
-  --wall-s $(( $(date +%s) - START )) $RESUMED --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
+  --seed "$SEED" --beam "$BEAM" --wall-s $(( $(date +%s) - START )) $RESUMED $DECODED_ONLY --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
