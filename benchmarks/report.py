@@ -576,14 +576,25 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
 
 
 def demo_decoding_lines(records) -> list:
-    """Each other beam size against beam 4 on the same checkpoints (records paired by
-    ``checkpoint_sha1``, keyed by seed; a later record of a seed replaces an earlier one): per-seed
-    differences with their 95% t interval, BLEU, chrF and distinct (percentage points)."""
+    """Each beam size over the seeds (mean ± std, with two seeds or more), then each other beam size
+    against beam 4 on the same checkpoints (records paired by ``checkpoint_sha1``, keyed by seed; a
+    later record of a seed replaces an earlier one): per-seed differences with their 95% t interval,
+    BLEU, chrF and distinct (percentage points)."""
     by_checkpoint = {}
     for r in records:
         if r.get("checkpoint_sha1"):
             by_checkpoint.setdefault(r["checkpoint_sha1"], {})[r.get("beam", 4)] = r
     lines = []
+    for beam in sorted({b for decoded in by_checkpoint.values() for b in decoded}, key=lambda b: (b != 4, b)):
+        latest = {r.get("seed", 1): r for decoded in by_checkpoint.values() for b, r in decoded.items() if b == beam}
+        if len(latest) < 2:
+            continue
+        cells = []
+        for pair, name in DIRECTIONS:
+            def values(metric, scale=1):
+                return [scale * (((r.get("figures") or {}).get(pair) or {}).get(metric) or 0) for r in latest.values()]
+            cells.append(f"{name} BLEU {fmt(values('bleu'))}, distinct {fmt(values('distinct', 100))}%")
+        lines += ["", f"Beam {beam}, seeds {', '.join(map(str, sorted(latest)))} (mean ± std): " + "; ".join(cells) + "."]
     for beam in sorted({b for decoded in by_checkpoint.values() for b in decoded} - {4}):
         pairs = [(decoded[4], decoded[beam]) for decoded in by_checkpoint.values() if 4 in decoded and beam in decoded]
         if not pairs:

@@ -114,6 +114,9 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
          "--readme", shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")])
     text = out.read_text(encoding="utf-8")
     assert "Beam 1 (greedy) minus beam 4, the same checkpoints" in text
+    # fr→en distinct over the two seeds: beam 4 25% and 50%, mean 37.50, std 17.68; beam 1 100% twice
+    assert "Beam 4, seeds 1, 2 (mean ± std): en→fr BLEU 100.00 ± 0.00, distinct 100.00 ± 0.00%; fr→en BLEU" in text
+    assert "distinct 37.50 ± 17.68%." in text and text.index("Beam 4, seeds") < text.index("Beam 1, seeds")
     (fr_en,) = [line for line in text.splitlines() if line.startswith("- fr→en: ")]
     # mean 62.5; half-width t(0.975, 1 dof) 12.706 x stdev(75, 50) 17.678 / sqrt 2 = 158.83
     assert "distinct (points) +62.50 [-96.33, +221.33] (2 seeds: +75.00, +50.00)" in fr_en, fr_en
