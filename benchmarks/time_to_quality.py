@@ -38,7 +38,7 @@ stage ends some seconds after its nominal end: the recorded minutes are the real
 validation is off for both systems (``--disable-validation``: their budgets go to training only).
 
 Checkpoints: fairseq saves every ``--save-every-updates`` updates (``--save-interval-updates``,
-``--keep-interval-updates -1``); while it trains, this script keeps the first checkpoint at or after
+``--keep-interval-updates -1``; ours: ``--ours-save-every-updates``); while it trains, this script keeps the first checkpoint at or after
 every ``--checkpoint-minutes`` mark of the system clock (moved to ``WORK/SYSTEM/kept/``) and deletes
 the others, and it keeps each stage's last checkpoint (``checkpoint_last.pt`` when it stopped).
 Interrupted and run again with the same ``--work``, a stage resumes from its ``checkpoint_last.pt``
@@ -131,11 +131,11 @@ def anchor_command(args, save_dir: Path):
     command = bt_speed.train_command("fairseq online_backtranslation", spec)
     for flag, nargs in (("--no-save", 0), ("--max-update", 1), ("--log-interval", 1)):
         command = drop_flag(command, flag, nargs)
-    return [*command, "--log-interval", "25", *save_flags(args, save_dir), *args.extra.split()]
+    return [*command, "--log-interval", "25", *save_flags(args.save_every_updates, save_dir), *args.extra.split()]
 
 
-def save_flags(args, save_dir: Path):
-    return ["--save-dir", str(save_dir), "--save-interval-updates", str(args.save_every_updates),
+def save_flags(save_every_updates: int, save_dir: Path):
+    return ["--save-dir", str(save_dir), "--save-interval-updates", str(save_every_updates),
             "--keep-interval-updates", "-1", "--no-epoch-checkpoints", "--disable-validation"]
 
 
@@ -149,7 +149,7 @@ def ours_flags(args, seed, embeddings: Path):
 def mass_command(args, seed, embeddings: Path, save_dir: Path):
     # curation_ablation.mass_pretrain's stage flags
     return [str(BIN / "fairseq-train"), str(args.data), *ours_flags(args, seed, embeddings), "--lambda-mass", "1",
-            "--lambda-dae", "0", "--lambda-bt", "0", *save_flags(args, save_dir)]
+            "--lambda-dae", "0", "--lambda-bt", "0", *save_flags(args.ours_save_every_updates, save_dir)]
 
 
 def finetune_warmup(minutes: float) -> int:
@@ -166,7 +166,7 @@ def finetune_command(args, seed, embeddings: Path, save_dir: Path, mass_checkpoi
     flags[flags.index("--warmup-updates") + 1] = str(finetune_warmup(minutes))
     return [str(BIN / "fairseq-train"), str(args.data), *flags, "--lambda-mass", "0",
             "--lambda-dae", "0:1,2000:0.1", "--lambda-bt", "1", "--bt-show-samples-interval", "0",
-            "--finetune-from-model", str(mass_checkpoint), *save_flags(args, save_dir)]
+            "--finetune-from-model", str(mass_checkpoint), *save_flags(args.ours_save_every_updates, save_dir)]
 
 
 def embeddings_command(args, embeddings: Path):
@@ -212,7 +212,7 @@ class SystemRun:
         # what the run's figures depend on: a resumed run must be the same run
         config = {"budget_s": minutes * 60, "seed": seed, "checkpoint_minutes": checkpoint_minutes, "threads": threads,
                   "arch": args.arch, "max_tokens": args.max_tokens, "emb_dim": args.emb_dim, "extra": args.extra,
-                  "save_every_updates": args.save_every_updates}
+                  "save_every_updates": args.save_every_updates if name == "anchor" else args.ours_save_every_updates}
         self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {
             "system": name, "stages": {}, "checkpoints": [], "next_mark_s": checkpoint_minutes * 60, **config}
         changed = [f"{key} {self.state[key]!r}, now {value!r}" for key, value in config.items()
@@ -616,6 +616,9 @@ def main(argv=None):
                              "of ours' without --ours-checkpoint-minutes)")
     parser.add_argument("--save-every-updates", type=int, default=50,
                         help="fairseq's --save-interval-updates: the resolution of the checkpoints' times")
+    parser.add_argument("--ours-save-every-updates", type=int, default=None,
+                        help="--save-every-updates of ours (default: --save-every-updates): ours trains faster per "
+                             "minute, so the same number of updates is a coarser time resolution")
     parser.add_argument("--arch", default="smallcap_very_small")
     parser.add_argument("--max-tokens", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1, help="the anchor's seed (and ours' without --ours-seeds)")
@@ -651,6 +654,8 @@ def main(argv=None):
     args.ours_minutes = args.minutes if args.ours_minutes is None else args.ours_minutes
     if args.ours_checkpoint_minutes is None:
         args.ours_checkpoint_minutes = args.checkpoint_minutes
+    if args.ours_save_every_updates is None:
+        args.ours_save_every_updates = args.save_every_updates
     try:
         seeds = [int(s) for s in (args.ours_seeds or str(args.seed)).split(",")]
     except ValueError:
@@ -658,9 +663,9 @@ def main(argv=None):
     if len(set(seeds)) != len(seeds):
         parser.error(f"--ours-seeds {args.ours_seeds!r}: a seed twice")
     if min(args.minutes, args.ours_minutes, args.checkpoint_minutes, args.ours_checkpoint_minutes) <= 0 \
-            or args.save_every_updates < 1:
+            or min(args.save_every_updates, args.ours_save_every_updates) < 1:
         parser.error("--minutes, --ours-minutes and the checkpoint minutes must be positive, "
-                     "--save-every-updates at least 1")
+                     "--save-every-updates and --ours-save-every-updates at least 1")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     prepare_data(args, work)
@@ -765,7 +770,7 @@ def main(argv=None):
                              "data preparation and scoring on none); a checkpoint's minute is its file's mtime",
                   "arch": args.arch, "max_tokens": args.max_tokens, "extra": args.extra,
                   "side_by_side": args.side_by_side, "threads_per_system": threads,
-                  "save_every_updates": args.save_every_updates,
+                  "save_every_updates": args.save_every_updates, "ours_save_every_updates": args.ours_save_every_updates,
                   "this_invocation_trained_s": round(training_wall, 1),
                   "finetune_warmup_updates": finetune_warmup(args.ours_minutes),
                   "commands": {name: {stage: info.get("command") for stage, info in run.state["stages"].items()}

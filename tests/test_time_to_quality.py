@@ -20,7 +20,8 @@ def first_at_or_above(curve, level):
 def test_time_to_quality_end_to_end(tiny_data, tmp_path):
     work, ledger, plot = tmp_path / "work", tmp_path / "ttq.jsonl", tmp_path / "ttq.png"
     command = [sys.executable, SCRIPT, "--work", work, "--data", tiny_data, "--minutes", "0.3",
-               "--checkpoint-minutes", "0.1", "--save-every-updates", "1", "--max-tokens", "600",
+               "--checkpoint-minutes", "0.1", "--save-every-updates", "2", "--ours-save-every-updates", "1",
+               "--max-tokens", "600",
                "--emb-dim", "32", "--extra", TINY_MODEL, "--threads", "2", "--side-by-side",
                "--ours-seeds", "1,2", "--ours-minutes", "0.2", "--ours-checkpoint-minutes", "0.05",
                "--valid-lines", "16", "--test-lines", "16", "--results-log", ledger]
@@ -49,6 +50,10 @@ def test_time_to_quality_end_to_end(tiny_data, tmp_path):
         assert 0 < figures["ours_stage_end_minutes"][system]["embeddings"] < 0.15
     commands = record["setup"]["commands"]
     assert "--seed 1 " in commands["ours-s1"]["mass"] and "--seed 2 " in commands["ours-s2"]["finetune"]
+    # each system's checkpoint interval in updates: the anchor's, ours' own
+    assert "--save-interval-updates 2 " in commands["anchor"]["train"]
+    for stage in ("mass", "finetune"):
+        assert "--save-interval-updates 1 " in commands["ours-s1"][stage], commands["ours-s1"][stage]
     # demo.sh's fine-tuning warm-up under 30 minutes, in place of common_flags' 200; MASS keeps 200
     assert commands["ours-s2"]["finetune"].count("--warmup-updates") == 1
     assert "--warmup-updates 50 " in commands["ours-s2"]["finetune"]
