@@ -576,41 +576,60 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
 
 
 def demo_decoding_lines(records) -> list:
-    """Each beam size over the seeds (mean ± std, with two seeds or more), then each other beam size
-    against beam 4 on the same checkpoints (records paired by ``checkpoint_sha1``, keyed by seed; a
-    later record of a seed replaces an earlier one): per-seed differences with their 95% t interval,
-    BLEU, chrF and distinct (percentage points)."""
-    by_checkpoint = {}
+    """For each setting (recipe, arch, minutes) with records of two seeds or more: each beam size
+    over the seeds (mean ± std), then each other beam size against beam 4 on the same checkpoints
+    (per-seed differences with their 95% t interval): BLEU, chrF and distinct (percentage points).
+    A seed's checkpoint is the one (``checkpoint_sha1``) of its latest record in the ledger;
+    decodings of its earlier checkpoints are left out, and so are records without a hash."""
+    groups = {}
     for r in records:
         if r.get("checkpoint_sha1"):
-            by_checkpoint.setdefault(r["checkpoint_sha1"], {})[r.get("beam", 4)] = r
+            groups.setdefault((r.get("recipe", "mass-fixed+emb128"), r.get("arch"), r.get("minutes")), []).append(r)
     lines = []
-    for beam in sorted({b for decoded in by_checkpoint.values() for b in decoded}, key=lambda b: (b != 4, b)):
-        latest = {r.get("seed", 1): r for decoded in by_checkpoint.values() for b, r in decoded.items() if b == beam}
-        if len(latest) < 2:
+    for (recipe, arch, minutes), group in groups.items():
+        checkpoint = {r.get("seed", 1): r["checkpoint_sha1"] for r in group}  # the latest one of each seed
+        decoded = {}  # seed -> beam -> its latest record of that seed's checkpoint
+        for r in group:
+            if r["checkpoint_sha1"] == checkpoint[r.get("seed", 1)]:
+                decoded.setdefault(r.get("seed", 1), {})[r.get("beam", 4)] = r
+        if len(decoded) < 2:
             continue
-        cells = []
-        for pair, name in DIRECTIONS:
-            def values(metric, scale=1):
-                return [scale * (((r.get("figures") or {}).get(pair) or {}).get(metric) or 0) for r in latest.values()]
-            cells.append(f"{name} BLEU {fmt(values('bleu'))}, distinct {fmt(values('distinct', 100))}%")
-        lines += ["", f"Beam {beam}, seeds {', '.join(map(str, sorted(latest)))} (mean ± std): " + "; ".join(cells) + "."]
-    for beam in sorted({b for decoded in by_checkpoint.values() for b in decoded} - {4}):
-        pairs = [(decoded[4], decoded[beam]) for decoded in by_checkpoint.values() if 4 in decoded and beam in decoded]
-        if not pairs:
-            continue
-        lines += ["", f"Beam {beam}{' (greedy)' if beam == 1 else ''} minus beam 4, the same checkpoints "
-                      f"(per-seed difference, 95% t interval):", ""]
-        for pair, name in DIRECTIONS:
-            cells = []
-            for metric, scale in (("bleu", 1), ("chrf", 1), ("distinct", 100)):
-                def value(r):
-                    return scale * (((r.get("figures") or {}).get(pair) or {}).get(metric) or 0)
-                paired = paired_differences({a.get("seed", 1): value(a) for a, _ in pairs},
-                                            {a.get("seed", 1): value(b) for a, b in pairs})
-                cells.append(f"{metric if metric != 'distinct' else 'distinct (points)'} {format_paired(paired)}")
-            lines.append(f"- {name}: " + "; ".join(cells))
+        setting = f"`{recipe}`, {arch}, {minutes} minutes"
+        beams = sorted({b for by_beam in decoded.values() for b in by_beam}, key=lambda b: (b != 4, b))
+        for beam in beams:
+            runs = [by_beam[beam] for _, by_beam in sorted(decoded.items()) if beam in by_beam]
+            if len(runs) >= 2:
+                cells = [f"{name} BLEU {fmt_known([demo_value(r, pair, 'bleu') for r in runs])}, distinct "
+                         f"{fmt_known([demo_value(r, pair, 'distinct') for r in runs])}%" for pair, name in DIRECTIONS]
+                lines += ["", f"{setting}, beam {beam}, seeds {', '.join(str(r.get('seed', 1)) for r in runs)} "
+                              f"(mean ± std): " + "; ".join(cells) + "."]
+        for beam in beams:
+            seeds = [seed for seed, by_beam in sorted(decoded.items()) if beam != 4 and {4, beam} <= set(by_beam)]
+            if not seeds:
+                continue
+            lines += ["", f"{setting}, beam {beam}{' (greedy)' if beam == 1 else ''} minus beam 4, the same "
+                          f"checkpoints (per-seed difference, 95% t interval):", ""]
+            for pair, name in DIRECTIONS:
+                cells = []
+                for metric in ("bleu", "chrf", "distinct"):
+                    base = {s: demo_value(decoded[s][4], pair, metric) for s in seeds}
+                    other = {s: demo_value(decoded[s][beam], pair, metric) for s in seeds}
+                    known = [s for s in seeds if base[s] is not None and other[s] is not None]
+                    paired = paired_differences({s: base[s] for s in known}, {s: other[s] for s in known})
+                    cells.append(f"{metric if metric != 'distinct' else 'distinct (points)'} {format_paired(paired)}")
+                lines.append(f"- {name}: " + "; ".join(cells))
     return lines
+
+
+def demo_value(record, pair, metric):
+    """A demo record's figure (distinct in percent), None when it lacks it."""
+    value = ((record.get("figures") or {}).get(pair) or {}).get(metric)
+    return None if value is None else 100 * value if metric == "distinct" else value
+
+
+def fmt_known(values) -> str:
+    known = [v for v in values if v is not None]
+    return fmt(known) + (f" (of {len(known)})" if len(known) < len(values) else "") if known else "–"
 
 
 def ttq_summary(record) -> dict:

@@ -113,13 +113,35 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")])
     text = out.read_text(encoding="utf-8")
-    assert "Beam 1 (greedy) minus beam 4, the same checkpoints" in text
+    setting = "`mass-fixed+emb128`, smallcap_very_small, 14.0 minutes"
+    assert f"{setting}, beam 1 (greedy) minus beam 4, the same checkpoints" in text
     # fr→en distinct over the two seeds: beam 4 25% and 50%, mean 37.50, std 17.68; beam 1 100% twice
-    assert "Beam 4, seeds 1, 2 (mean ± std): en→fr BLEU 100.00 ± 0.00, distinct 100.00 ± 0.00%; fr→en BLEU" in text
-    assert "distinct 37.50 ± 17.68%." in text and text.index("Beam 4, seeds") < text.index("Beam 1, seeds")
+    beam4 = f"{setting}, beam 4, seeds 1, 2 (mean ± std): en→fr BLEU 100.00 ± 0.00, distinct 100.00 ± 0.00%; fr→en BLEU"
+    assert beam4 in text and "distinct 37.50 ± 17.68%." in text
+    assert text.index(beam4) < text.index(f"{setting}, beam 1, seeds 1, 2")
     (fr_en,) = [line for line in text.splitlines() if line.startswith("- fr→en: ")]
     # mean 62.5; half-width t(0.975, 1 dof) 12.706 x stdev(75, 50) 17.678 / sqrt 2 = 158.83
     assert "distinct (points) +62.50 [-96.33, +221.33] (2 seeds: +75.00, +50.00)" in fr_en, fr_en
     (en_fr,) = [line for line in text.splitlines() if line.startswith("- en→fr: ")]
     assert "bleu +0.00 [+0.00, +0.00]" in en_fr and "distinct (points) +0.00" in en_fr, en_fr
     assert "| 14.0 | 2 | 1 |" in text and "(decoding only)" in text
+
+    # seed 1 trained again (another checkpoint, beam 4 only): seed 1's figures are now that
+    # checkpoint's, so the pairing is left with seed 2; a run of other minutes is not mixed in
+    work = demo_dir(tmp_path / "seed1-again", FR, two_captions)
+    (work / "bt").mkdir()
+    state["extra_state"]["test_seed"] = "1 again"
+    torch.save(state, work / "bt" / "checkpoint_best.pt")
+    record(work, log, "--seed", "1")
+    longer = demo_dir(tmp_path / "longer", FR, collapsed)
+    (longer / "bt").mkdir()
+    state["extra_state"]["test_seed"] = "60 minutes"
+    torch.save(state, longer / "bt" / "checkpoint_best.pt")
+    record(longer, log, "--seed", "3", "--minutes", "60")
+    run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
+         "--readme", tmp_path / "README.md"])
+    text = out.read_text(encoding="utf-8")
+    assert f"{setting}, beam 4, seeds 1, 2 (mean ± std): " in text and "distinct 50.00 ± 0.00%." in text
+    (fr_en,) = [line for line in text.splitlines() if line.startswith("- fr→en: ")]
+    assert "distinct (points) +50.00 (seed 2 only: no interval)" in fr_en, fr_en
+    assert "60.0 minutes" not in text and "seeds 1, 2, 3" not in text

@@ -1,15 +1,43 @@
-"""examples/multi30k/demo.sh's own checks, which run before any training: bad --seed / --beam, and
-a --work directory trained with other settings, each one line on stderr and exit status 2."""
+"""examples/multi30k/demo.sh's own logic, with stand-ins for the commands it calls (so no training
+runs): its argument and settings checks (one line on stderr, exit status 2), and its stages: a
+failed stage leaves no "finished" marker, a finished stage is not run again, and a finished demo
+re-run with another --beam only decodes."""
+import stat
 from pathlib import Path
 
 from conftest import BIN, run
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "multi30k" / "demo.sh"
-ENV = {"PATH": f"{BIN}:/usr/bin:/bin"}
+# Each stand-in logs its command line to $DEMO_CALLS; fairseq-train fails when $FAIL_TRAIN is set.
+STUBS = {
+    "smallcap-prepare": 'while [ $# -gt 0 ]; do [ "$1" == --dest ] && dest="$2"; shift; done\n'
+                        'mkdir -p "$dest/raw"; for l in en fr; do printf "a b\\nc d\\n" > "$dest/raw/test.$l"; done\n',
+    "smallcap-embeddings": 'echo "smallcap-embeddings $*" >> "$DEMO_CALLS"\n'
+                           'while [ $# -gt 0 ]; do [ "$1" == --out ] && out="$2"; shift; done; echo x > "$out"\n',
+    "fairseq-train": 'echo "fairseq-train $*" >> "$DEMO_CALLS"; [ -z "${FAIL_TRAIN:-}" ]\n',
+    # hypotheses out of order, as fairseq-generate prints them: demo.sh sorts them by id
+    "fairseq-generate": 'echo "fairseq-generate $*" >> "$DEMO_CALLS"; printf "D-1\\t-0.1\\tc d\\nD-0\\t-0.1\\ta b\\n"\n',
+    "sacrebleu": 'echo "BLEU = 1.00"\n',
+}
 
 
-def demo(*args):
-    return run(["bash", DEMO, *args], check=False, env=ENV)
+def demo(tmp_path, *args, **env):
+    stubs = tmp_path / "stubs"
+    if not stubs.exists():
+        stubs.mkdir()
+        for name, body in STUBS.items():
+            (stubs / name).write_text("#!/usr/bin/env bash\n" + body)
+            (stubs / name).chmod((stubs / name).stat().st_mode | stat.S_IEXEC)
+    environment = {"PATH": f"{stubs}:{BIN}:/usr/bin:/bin", "DEMO_CALLS": str(tmp_path / "calls"), **env}
+    return run(["bash", DEMO, *map(str, args)], check=False, env=environment)
+
+
+def calls(tmp_path):
+    """The stand-ins' command lines since the last call, and forget them."""
+    log = tmp_path / "calls"
+    lines = log.read_text().splitlines() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return lines
 
 
 def one_line_error(result):
@@ -18,21 +46,51 @@ def one_line_error(result):
     return lines[0]
 
 
-def test_bad_seed_and_beam(tmp_path):
-    assert one_line_error(demo("--work", tmp_path / "w", "--seed", "x")) == "demo.sh: --seed x: expected a whole number"
-    assert one_line_error(demo("--work", tmp_path / "w", "--beam", "0")) == \
+def test_bad_seed_beam_and_extra(tmp_path):
+    work = tmp_path / "w"
+    assert one_line_error(demo(tmp_path, "--work", work, "--seed", "x")) == "demo.sh: --seed x: expected a whole number"
+    assert one_line_error(demo(tmp_path, "--work", work, "--beam", "0")) == \
         "demo.sh: --beam 0: expected a whole number above 0"
-    assert not (tmp_path / "w").exists()
+    assert one_line_error(demo(tmp_path, "--work", work, "--extra", "--amp --seed 3")) == \
+        "demo.sh: --extra '--amp --seed 3': give the seed with --seed, not inside --extra"
+    assert not work.exists() and calls(tmp_path) == []
 
 
-def test_a_work_directory_of_other_settings_is_refused(tmp_path):
+def test_stages_run_once_and_a_rerun_with_another_beam_only_decodes(tmp_path):
     work = tmp_path / "demo"
-    work.mkdir()
-    (work / "settings").write_text("arch=smallcap_very_small minutes=14 seed=1 extra=\n")
-    line = one_line_error(demo("--work", work, "--seed", "2", "--raw-dir", tmp_path / "no-such-dir"))
-    assert line == (f"demo.sh: --work {work} was trained with 'arch=smallcap_very_small minutes=14 seed=1 extra=', "
-                    "not 'arch=smallcap_very_small minutes=14 seed=2 extra=': give those or another --work")
-    assert (work / "settings").read_text() == "arch=smallcap_very_small minutes=14 seed=1 extra=\n"
-    # the same settings pass the check and go on to the first step (which fails here on the raw dir)
-    result = demo("--work", work, "--seed", "1", "--raw-dir", tmp_path / "no-such-dir")
-    assert "1/5 prepare Multi30k" in result.stdout and "was trained with" not in result.stderr
+    # the MASS stage fails: the script fails after it, with no marker, and nothing else runs
+    assert demo(tmp_path, "--work", work, FAIL_TRAIN="1").returncode != 0
+    (mass,) = calls(tmp_path)[1:]  # (the embeddings, then the failed MASS stage)
+    assert mass.startswith("fairseq-train ") and "--lambda-mass 1 " in mass
+    assert not list(work.glob("*.finished"))
+    assert (work / "settings").read_text() == "arch=smallcap_very_small minutes=14 seed=1 raw= extra=\n"
+
+    # run again: both stages, then the two decodings with the default beam 4
+    result = demo(tmp_path, "--work", work)
+    assert result.returncode == 0, result.stderr
+    mass, finetune, *generate = calls(tmp_path)
+    assert mass.startswith("fairseq-train ") and "--lambda-mass 1 " in mass and "--seed 1 " in mass
+    assert finetune.startswith("fairseq-train ") and "--finetune-from-model " in finetune
+    assert [g.split()[0] for g in generate] == ["fairseq-generate"] * 2 and all("--beam 4 " in g for g in generate)
+    assert {p.name for p in work.glob("*.finished")} == {"mass.finished", "bt.finished"}
+    assert (work / "test.en-fr.hyp").read_text() == "a b\nc d\n"  # in the order of the test set
+
+    # a finished demo re-run with --beam 1 trains nothing and decodes greedily
+    assert demo(tmp_path, "--work", work, "--beam", "1").returncode == 0
+    generate = calls(tmp_path)
+    assert len(generate) == 2 and all(g.startswith("fairseq-generate ") and "--beam 1 " in g for g in generate)
+
+    # another seed on it is refused before anything runs; the settings stay
+    line = one_line_error(demo(tmp_path, "--work", work, "--seed", "2"))
+    assert line == (f"demo.sh: --work {work} was trained with 'arch=smallcap_very_small minutes=14 seed=1 raw= "
+                    "extra=', not 'arch=smallcap_very_small minutes=14 seed=2 raw= extra=': give those or another --work")
+    assert calls(tmp_path) == [] and "seed=1 " in (work / "settings").read_text()
+
+
+def test_training_from_before_the_settings_file_is_refused(tmp_path):
+    work = tmp_path / "demo"
+    (work / "mass").mkdir(parents=True)
+    line = one_line_error(demo(tmp_path, "--work", work))
+    assert line.startswith(f"demo.sh: --work {work} holds training from before demo.sh recorded its settings: "
+                           f"write those it ran with to {work}/settings")
+    assert not (work / "settings").exists() and calls(tmp_path) == []

@@ -7,6 +7,7 @@
 #   benchmarks/README.md (shared encoder/decoder/output embeddings).
 #
 # usage: examples/multi30k/demo.sh [--minutes M] [--arch ARCH] [--raw-dir DIR] [--work DIR]
+#                                   [--seed N] [--beam N] [--extra FLAGS] [--results-log FILE]
 #   --minutes   training wall-clock budget, split 30% MASS / 70% DAE+BT (default 14: the whole
 #               demo then takes under 20 minutes on 2 CPU cores); raise it to train longer
 #   --arch      smallcap_very_small (default), smallcap_small, smallcap_medium, smallcap_large
@@ -18,8 +19,8 @@
 #   --results-log  append the run's figures (benchmarks/demo_record.py) to this JSON-lines ledger,
 #               e.g. benchmarks/results/demo.jsonl
 # A finished stage is not run again: re-running a finished demo with another --beam only decodes
-# its checkpoint again. A --work directory trained with other --arch/--minutes/--seed/--extra is
-# refused.
+# its checkpoint again (its outputs, WORK/test.*, replace the earlier decoding's). A --work
+# directory trained with other --arch/--minutes/--seed/--raw-dir/--extra (WORK/settings) is refused.
 set -euo pipefail
 MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; LOG=""; SEED=1; BEAM=4
 ARGS=$(printf '%q ' "$@")
@@ -33,12 +34,15 @@ while [ $# -gt 0 ]; do
     --beam) BEAM="$2"; shift 2;;
     --extra) EXTRA="$2"; shift 2;;
     --results-log) LOG="$2"; shift 2;;
-    -h|--help) sed -n 2,24p "$0"; exit 0;;
+    -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0;;
     *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2;;
   esac
 done
 [[ "$SEED" =~ ^[0-9]+$ ]] || { echo "demo.sh: --seed $SEED: expected a whole number" >&2; exit 2; }
 [[ "$BEAM" =~ ^[1-9][0-9]*$ ]] || { echo "demo.sh: --beam $BEAM: expected a whole number above 0" >&2; exit 2; }
+if [[ " $EXTRA " == *" --seed "* || " $EXTRA " == *" --seed="* ]]; then
+  echo "demo.sh: --extra '$EXTRA': give the seed with --seed, not inside --extra" >&2; exit 2
+fi
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 RECIPE=mass-fixed+emb128+shared  # (benchmarks/README.md's name; --extra flags come on top)
 USER_DIR="$ROOT/fairseq_smallcap"
@@ -56,14 +60,17 @@ FT_WARMUP=$(python -c "print(50 if $MINUTES < 30 else 200)")
 START=$(date +%s)
 RESUMED=""; [ -e "$WORK/mass" ] && RESUMED=--resumed
 DECODED_ONLY=""; [ -e "$WORK/mass.finished" ] && [ -e "$WORK/bt.finished" ] && DECODED_ONLY=--decoded-only
-# The training settings of this --work directory: a re-run with others would mix two trainings.
-SETTINGS="arch=$ARCH minutes=$MINUTES seed=$SEED extra=$EXTRA"
-mkdir -p "$WORK"
-if [ -e "$WORK/settings" ] && [ "$(cat "$WORK/settings")" != "$SETTINGS" ]; then
-  echo "demo.sh: --work $WORK was trained with '$(cat "$WORK/settings")', not '$SETTINGS': give those or another --work" >&2
+# The training settings of this --work directory (written when training begins): a re-run with
+# others would mix two trainings, or decode a checkpoint with another data directory.
+SETTINGS="arch=$ARCH minutes=$MINUTES seed=$SEED raw=$RAW extra=$EXTRA"
+if [ -e "$WORK/settings" ]; then
+  [ "$(cat "$WORK/settings")" == "$SETTINGS" ] || {
+    echo "demo.sh: --work $WORK was trained with '$(cat "$WORK/settings")', not '$SETTINGS': give those or another --work" >&2
+    exit 2; }
+elif [ -e "$WORK/mass" ]; then
+  echo "demo.sh: --work $WORK holds training from before demo.sh recorded its settings: write those it ran with to $WORK/settings (these would be '$SETTINGS') or use another --work" >&2
   exit 2
 fi
-echo "$SETTINGS" > "$WORK/settings"
 step() { echo; echo "=== [$(( ($(date +%s) - START) / 60 )) min] $*"; }
 
 step "1/5 prepare Multi30k (English: train lines 1-14,500; French: lines 14,501-29,000)"
@@ -81,6 +88,7 @@ COMMON=(--user-dir "$USER_DIR" --task unsupervised_translation --arch "$ARCH"
   --share-all-embeddings)
 
 step "3/5 MASS pretraining (${HOURS_MASS} h)"
+[ -e "$WORK/settings" ] || echo "$SETTINGS" > "$WORK/settings"
 if [ -e "$WORK/mass.finished" ]; then echo "finished before ($WORK/mass.finished)"; else
   fairseq-train "$DATA" "${COMMON[@]}" --warmup-updates 200 $EXTRA --lambda-mass 1 --lambda-dae 0 --lambda-bt 0 \
     --stop-time-hours "$HOURS_MASS" --save-dir "$WORK/mass" --no-epoch-checkpoints \
