@@ -87,6 +87,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--wall-s", type=float, required=True,
                         help="seconds the demo ran, all five steps (of this invocation, if it resumed)")
     parser.add_argument("--seed", type=int, default=1, help="the demo's --seed (training seed)")
+    parser.add_argument("--extra", default="", help="the demo's --extra (fairseq-train flags on top of its recipe)")
     parser.add_argument("--beam", type=int, default=4, help="the demo's --beam (beam size of the test translations)")
     parser.add_argument("--resumed", action="store_true", help="the demo resumed an earlier, interrupted run")
     parser.add_argument("--decoded-only", action="store_true",
@@ -106,6 +107,7 @@ def main(argv=None) -> dict:
         "benchmark": "demo",
         "arch": args.arch,
         **({"recipe": args.recipe} if args.recipe else {}),
+        **({"extra": args.extra} if args.extra else {}),
         "minutes": args.minutes,
         "wall_s": round(args.wall_s, 1),
         "resumed": args.resumed,

@@ -562,7 +562,7 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
                       f"{100 * d.get('distinct', 0):.1f}% / {100 * d.get('copied', 0):.1f}%"]
         wall = f"{r.get('wall_s', 0) / 60:.1f} min" + (" (decoding only)" if r.get("decoded_only") else
                                                        " (resumed)" if r.get("resumed") else "")
-        parts.append(f"| `{r.get('recipe', 'mass-fixed+emb128')}` | {r.get('arch')} | {r.get('minutes')} | "
+        parts.append(f"| {recipe_text(r)} | {r.get('arch')} | {r.get('minutes')} | "
                      f"{r.get('seed', 1)} | {r.get('beam', 4)} | {r.get('mass_updates')} + "
                      f"{r.get('finetune_updates')} ({r.get('finetune_best_updates')}) | {' | '.join(cells)} | "
                      f"{'met' if r.get('distinct_target_met') else 'not met'} | {wall} | "
@@ -575,8 +575,14 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def recipe_text(record) -> str:
+    """A demo record's recipe, with its ``--extra`` flags when it had some."""
+    extra = f" + `{record['extra']}`" if record.get("extra") else ""
+    return f"`{record.get('recipe', 'mass-fixed+emb128')}`{extra}"
+
+
 def demo_decoding_lines(records) -> list:
-    """For each setting (recipe, arch, minutes) with records of two seeds or more: each beam size
+    """For each setting (recipe and --extra, arch, minutes) with records of two seeds or more: each beam size
     over the seeds (mean ± std), then each other beam size against beam 4 on the same checkpoints
     (per-seed differences with their 95% t interval): BLEU, chrF and distinct (percentage points).
     A seed's checkpoint is the one (``checkpoint_sha1``) of its latest record in the ledger;
@@ -584,7 +590,7 @@ def demo_decoding_lines(records) -> list:
     groups = {}
     for r in records:
         if r.get("checkpoint_sha1"):
-            groups.setdefault((r.get("recipe", "mass-fixed+emb128"), r.get("arch"), r.get("minutes")), []).append(r)
+            groups.setdefault((recipe_text(r), r.get("arch"), r.get("minutes")), []).append(r)
     lines = []
     for (recipe, arch, minutes), group in groups.items():
         checkpoint = {r.get("seed", 1): r["checkpoint_sha1"] for r in group}  # the latest one of each seed
@@ -594,7 +600,7 @@ def demo_decoding_lines(records) -> list:
                 decoded.setdefault(r.get("seed", 1), {})[r.get("beam", 4)] = r
         if len(decoded) < 2:
             continue
-        setting = f"`{recipe}`, {arch}, {minutes} minutes"
+        setting = f"{recipe}, {arch}, {minutes} minutes"
         beams = sorted({b for by_beam in decoded.values() for b in by_beam}, key=lambda b: (b != 4, b))
         for beam in beams:
             runs = [by_beam[beam] for _, by_beam in sorted(decoded.items()) if beam in by_beam]

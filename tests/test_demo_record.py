@@ -138,6 +138,7 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     state["extra_state"]["test_seed"] = "60 minutes"
     torch.save(state, longer / "bt" / "checkpoint_best.pt")
     record(longer, log, "--seed", "3", "--minutes", "60")
+    record(work, log, "--seed", "3", "--extra=--lr 0.002")  # other fairseq flags: another setting too
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", tmp_path / "README.md"])
     text = out.read_text(encoding="utf-8")
@@ -145,3 +146,4 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     (fr_en,) = [line for line in text.splitlines() if line.startswith("- fr→en: ")]
     assert "distinct (points) +50.00 (seed 2 only: no interval)" in fr_en, fr_en
     assert "60.0 minutes" not in text and "seeds 1, 2, 3" not in text
+    assert "| `mass-fixed+emb128` + `--lr 0.002` | smallcap_very_small | 14.0 | 3 | 4 |" in text

@@ -123,4 +123,4 @@ done
 step "done in $(( ($(date +%s) - START) / 60 )) min; outputs in $WORK"
 for pair in en-fr fr-en; do echo "test_2016_flickr $pair:"; sed 's/^/  /' "$WORK/test.$pair.bleu"; done
 [ -z "$LOG" ] || python "$ROOT/benchmarks/demo_record.py" --work "$WORK" --arch "$ARCH" --recipe "$RECIPE" --minutes "$MINUTES" \
-  --seed "$SEED" --beam "$BEAM" --wall-s $(( $(date +%s) - START )) $RESUMED $DECODED_ONLY --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
+  --seed "$SEED" --beam "$BEAM" --extra="$EXTRA" --wall-s $(( $(date +%s) - START )) $RESUMED $DECODED_ONLY --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
