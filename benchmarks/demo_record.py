@@ -53,11 +53,8 @@ def checkpoint_sha1(checkpoint: Path):
     """The first 12 hex digits of the checkpoint file's SHA-1 (None when it is missing)."""
     if not checkpoint.is_file():
         return None
-    digest = hashlib.sha1()
     with open(checkpoint, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
+        return hashlib.file_digest(f, "sha1").hexdigest()[:12]
 
 
 def scores_of(work: Path) -> dict:

@@ -609,8 +609,8 @@ def demo_decoding_lines(records) -> list:
                          f"{fmt_known([demo_value(r, pair, 'distinct') for r in runs])}%" for pair, name in DIRECTIONS]
                 lines += ["", f"{setting}, beam {beam}, seeds {', '.join(str(r.get('seed', 1)) for r in runs)} "
                               f"(mean ± std): " + "; ".join(cells) + "."]
-        for beam in beams:
-            seeds = [seed for seed, by_beam in sorted(decoded.items()) if beam != 4 and {4, beam} <= set(by_beam)]
+        for beam in (b for b in beams if b != 4):
+            seeds = [seed for seed, by_beam in sorted(decoded.items()) if {4, beam} <= set(by_beam)]
             if not seeds:
                 continue
             lines += ["", f"{setting}, beam {beam}{' (greedy)' if beam == 1 else ''} minus beam 4, the same "

@@ -77,6 +77,13 @@ def t_quantile_975(dof: int) -> float:
     return float(t.ppf(0.975, dof))
 
 
+def t_interval_95(values: Sequence[float]):
+    """The mean of two values or more and its 95% Student t interval ``(low, high)``."""
+    mean = statistics.mean(values)
+    half = t_quantile_975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, (mean - half, mean + half)
+
+
 def paired_differences(baseline: Dict[int, float], system: Dict[int, float]) -> Dict:
     """Per-seed differences ``system - baseline`` over the seeds both have, their mean and a 95%
     Student t interval (none with fewer than two seeds), and each side's mean ± std."""
@@ -86,11 +93,10 @@ def paired_differences(baseline: Dict[int, float], system: Dict[int, float]) -> 
            "baseline": mean_std([baseline[s] for s in seeds]), "system": mean_std([system[s] for s in seeds])}
     if not diffs:
         return {**out, "mean": None, "ci95": None}
-    mean = statistics.mean(diffs)
     if len(diffs) < 2:
-        return {**out, "mean": round(mean, 2), "ci95": None}
-    half = t_quantile_975(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return {**out, "mean": round(mean, 2), "ci95": [round(mean - half, 2), round(mean + half, 2)]}
+        return {**out, "mean": round(statistics.mean(diffs), 2), "ci95": None}
+    mean, (low, high) = t_interval_95(diffs)
+    return {**out, "mean": round(mean, 2), "ci95": [round(low, 2), round(high, 2)]}
 
 
 def mean_std(values: Sequence[float]) -> Dict:

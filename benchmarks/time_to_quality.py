@@ -37,10 +37,11 @@ on the system clock; fairseq does not count its own start-up (model building, da
 stage ends some seconds after its nominal end: the recorded minutes are the real ones. In-training
 validation is off for both systems (``--disable-validation``: their budgets go to training only).
 
-Checkpoints: fairseq saves every ``--save-every-updates`` updates (``--save-interval-updates``,
-``--keep-interval-updates -1``; ours: ``--ours-save-every-updates``); while it trains, this script keeps the first checkpoint at or after
-every ``--checkpoint-minutes`` mark of the system clock (moved to ``WORK/SYSTEM/kept/``) and deletes
-the others, and it keeps each stage's last checkpoint (``checkpoint_last.pt`` when it stopped).
+Checkpoints: fairseq saves every ``--save-every-updates`` updates (ours: every
+``--ours-save-every-updates``; ``--save-interval-updates``, ``--keep-interval-updates -1``); while it
+trains, this script keeps the first checkpoint at or after every ``--checkpoint-minutes`` mark of
+the system clock (moved to ``WORK/SYSTEM/kept/``) and deletes the others, and it keeps each
+stage's last checkpoint (``checkpoint_last.pt`` when it stopped).
 Interrupted and run again with the same ``--work``, a stage resumes from its ``checkpoint_last.pt``
 and its clock from that checkpoint's minute (the work lost after it is not counted); a finished
 system has ``WORK/SYSTEM/done.json`` and is not trained again. ``--side-by-side`` trains in two
@@ -516,10 +517,9 @@ def time_to_quality(curves):
     if len(ours_names) > 1:
         summary["ratios"] = ratios
         if None not in values:
-            mean, std = statistics.mean(values), statistics.stdev(values)
-            half = scoring.t_quantile_975(len(values) - 1) * std / math.sqrt(len(values))
-            summary.update(ratio_mean=round(mean, 3), ratio_std=round(std, 3),
-                           ratio_ci95=[round(mean - half, 3), round(mean + half, 3)])
+            mean, (low, high) = scoring.t_interval_95(values)
+            summary.update(ratio_mean=round(mean, 3), ratio_std=round(statistics.stdev(values), 3),
+                           ratio_ci95=[round(low, 3), round(high, 3)])
     return summary
 
 
