@@ -9,13 +9,14 @@ hypotheses (``WORK/test.{en-fr,fr-en}.hyp``) against ``WORK/data/raw`` with
 ``benchmarks/scoring.py`` (sacreBLEU and chrF with signatures; the share of distinct hypotheses
 and of copied words, the collapse and copying diagnostics of issue 20, whose target for the demo
 is >= 95% distinct in both directions), reads the updates each stage reached from its
-checkpoints, and appends one JSON line with the command, git commit, machine and date, the seed
-and beam, and ``checkpoint_sha1``: a finished demo re-run with another ``--beam`` decodes the same
+checkpoints, and appends one JSON line with the command, git commit, machine and date, the seed,
+beam and learning rate, and ``checkpoint_sha1``: a finished demo re-run with another ``--beam`` decodes the same
 checkpoint again (``--decoded-only``), and ``report.py`` pairs such records by it.
 """
 import argparse
 import hashlib
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -57,6 +58,21 @@ def checkpoint_sha1(checkpoint: Path):
         return hashlib.file_digest(f, "sha1").hexdigest()[:12]
 
 
+def lr_of_extra(extra: str):
+    """The learning rate an ``--extra`` string sets (its last ``--lr``: fairseq-train, like argparse,
+    keeps the last), as a float; None when it sets none."""
+    words, lr = shlex.split(extra or ""), None
+    for i, word in enumerate(words):
+        if word == "--lr" and i + 1 < len(words):
+            lr = words[i + 1]
+        elif word.startswith("--lr="):
+            lr = word[len("--lr="):]
+    try:
+        return None if lr is None else float(lr)
+    except ValueError:  # a schedule of several rates ("0.001,0.002"): kept as written
+        return lr
+
+
 def scores_of(work: Path) -> dict:
     raw = work / "data" / "raw"
     figures = {}
@@ -86,6 +102,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=1, help="the demo's --seed (training seed)")
     parser.add_argument("--extra", default="", help="the demo's --extra (fairseq-train flags on top of its recipe)")
     parser.add_argument("--beam", type=int, default=4, help="the demo's --beam (beam size of the test translations)")
+    parser.add_argument("--lr", type=float, default=0.001,
+                        help="the learning rate demo.sh gave both stages (an --lr in --extra overrides it)")
     parser.add_argument("--resumed", action="store_true", help="the demo resumed an earlier, interrupted run")
     parser.add_argument("--decoded-only", action="store_true",
                         help="both training stages had finished before: this run only decoded the checkpoint again")
@@ -111,6 +129,8 @@ def main(argv=None) -> dict:
         "decoded_only": args.decoded_only,
         "seed": args.seed,
         "beam": args.beam,
+        # the learning rate both stages trained with: demo.sh's, or the one --extra gave on top of it
+        "lr": lr if (lr := lr_of_extra(args.extra)) is not None else args.lr,
         **updates,  # finetune_best_updates: those of checkpoint_best.pt, the one decoded
         # which training run was decoded: records of one checkpoint decoded two ways pair by it
         "checkpoint_sha1": checkpoint_sha1(args.work / "bt" / "checkpoint_best.pt"),

@@ -14,12 +14,14 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
 
 from curation_ablation import LEGACY_RECIPE, SYSTEMS, report_diagnostics, report_paired, table_order  # (beside this script)
 from curation_ablation import recipe as recipe_of
+from demo_record import lr_of_extra
 from scoring import format_paired, mean_std, paired_differences
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -545,7 +547,7 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
              "`examples/multi30k/demo.sh --results-log benchmarks/results/demo.jsonl` (its recipe within a "
              "training-time budget, with embeddings of the arch's width; records made before the recipe "
              "was recorded ran `mass-fixed+emb128`, those before the seed and beam were recorded seed 1 and "
-             "beam 4), scored by "
+             "beam 4, those before the learning rate was recorded 0.001 unless their `--extra` gave one), scored by "
              "`benchmarks/demo_record.py`: test_2016_flickr sacreBLEU / chrF and the share of distinct "
              "hypotheses and of copied words, each direction. Target: at least 95% distinct both ways. "
              "A finished demo re-run with another `--beam` decodes the same checkpoint again (wall: "
@@ -576,9 +578,17 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
 
 
 def recipe_text(record) -> str:
-    """A demo record's recipe, with its ``--extra`` flags when it had some."""
-    extra = f" + `{record['extra']}`" if record.get("extra") else ""
-    return f"`{record.get('recipe', 'mass-fixed+emb128')}`{extra}"
+    """A demo record's setting: its recipe, the learning rate both stages trained with, and its other
+    ``--extra`` flags. An ``--lr`` in ``--extra`` is the same training as demo.sh giving that rate
+    itself, so such records group with those; records from before the rate was recorded ran demo.sh's
+    0.001 unless their ``--extra`` set one."""
+    words = shlex.split(record.get("extra") or "")
+    rest = [w for i, w in enumerate(words)
+            if not (w == "--lr" or w.startswith("--lr=") or (i and words[i - 1] == "--lr"))]
+    lr = record.get("lr", lr_of_extra(record.get("extra")))
+    lr = 0.001 if lr is None else lr
+    lr_text = format(lr, "g") if isinstance(lr, float) else lr  # (a schedule of rates: as written)
+    return f"`{record.get('recipe', 'mass-fixed+emb128')}`, lr {lr_text}" + (f" + `{shlex.join(rest)}`" if rest else "")
 
 
 def demo_decoding_lines(records) -> list:

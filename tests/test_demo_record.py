@@ -63,11 +63,11 @@ def test_record_scores_both_directions_and_the_distinct_target(tmp_path, trained
          "--readme", shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")])
     rows = [line for line in out.read_text(encoding="utf-8").splitlines() if "| smallcap_very_small | 14.0 |" in line]
     updates = r["finetune_updates"]
-    assert rows[0].startswith(f"| `test-recipe` | smallcap_very_small | 14.0 | 1 | 4 | None + {updates} (None) | 100.0 / 100.0 | "
+    assert rows[0].startswith(f"| `test-recipe`, lr 0.001 | smallcap_very_small | 14.0 | 1 | 4 | None + {updates} (None) | 100.0 / 100.0 | "
                               f"100.0% / 14.8% | {fr_en['bleu']} / {fr_en['chrf']} | 25.0% / 14.3% | not met | "
                               "16.7 min |"), rows
     # a record without its recipe: made before demo.sh recorded it, when the demo ran mass-fixed+emb128
-    assert rows[1].startswith("| `mass-fixed+emb128` | smallcap_very_small |") and "| met | 16.7 min (resumed) |" in rows[1]
+    assert rows[1].startswith("| `mass-fixed+emb128`, lr 0.001 | smallcap_very_small |") and "| met | 16.7 min (resumed) |" in rows[1]
 
 
 def test_missing_hypotheses_give_one_line_and_status_2(tmp_path):
@@ -113,7 +113,7 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")])
     text = out.read_text(encoding="utf-8")
-    setting = "`mass-fixed+emb128`, smallcap_very_small, 14.0 minutes"
+    setting = "`mass-fixed+emb128`, lr 0.001, smallcap_very_small, 14.0 minutes"
     assert f"{setting}, beam 1 (greedy) minus beam 4, the same checkpoints" in text
     # fr→en distinct over the two seeds: beam 4 25% and 50%, mean 37.50, std 17.68; beam 1 100% twice
     beam4 = f"{setting}, beam 4, seeds 1, 2 (mean ± std): en→fr BLEU 100.00 ± 0.00, distinct 100.00 ± 0.00%; fr→en BLEU"
@@ -138,7 +138,13 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     state["extra_state"]["test_seed"] = "60 minutes"
     torch.save(state, longer / "bt" / "checkpoint_best.pt")
     record(longer, log, "--seed", "3", "--minutes", "60")
-    record(work, log, "--seed", "3", "--extra=--lr 0.002")  # other fairseq flags: another setting too
+    # another learning rate is another setting, given by --extra or by demo.sh itself (--lr): the
+    # same training either way, so those two seeds are one setting; other flags stay apart
+    record(work, log, "--seed", "3", "--extra=--amp --lr 0.002")
+    record(work, log, "--seed", "4", "--lr", "0.002", "--extra=--amp")
+    record(work, log, "--seed", "5", "--lr", "0.002", "--extra=--lr 0.003 --amp")  # --extra's rate wins
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert [r["lr"] for r in records[-6:]] == [0.001, 0.001, 0.001, 0.002, 0.002, 0.003]
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", tmp_path / "README.md"])
     text = out.read_text(encoding="utf-8")
@@ -146,4 +152,7 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     (fr_en,) = [line for line in text.splitlines() if line.startswith("- fr→en: ")]
     assert "distinct (points) +50.00 (seed 2 only: no interval)" in fr_en, fr_en
     assert "60.0 minutes" not in text and "seeds 1, 2, 3" not in text
-    assert "| `mass-fixed+emb128` + `--lr 0.002` | smallcap_very_small | 14.0 | 3 | 4 |" in text
+    assert "`mass-fixed+emb128`, lr 0.002 + `--amp`, smallcap_very_small, 14.0 minutes, beam 4, seeds 3, 4 " \
+           "(mean ± std)" in text
+    assert "| `mass-fixed+emb128`, lr 0.002 + `--amp` | smallcap_very_small | 14.0 | 4 | 4 |" in text
+    assert "| `mass-fixed+emb128`, lr 0.003 + `--amp` | smallcap_very_small | 14.0 | 5 | 4 |" in text

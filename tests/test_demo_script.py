@@ -71,6 +71,7 @@ def test_stages_run_once_and_a_rerun_with_another_beam_only_decodes(tmp_path):
     mass, finetune, *generate = calls(tmp_path)
     assert mass.startswith("fairseq-train ") and "--lambda-mass 1 " in mass and "--seed 1 " in mass
     assert finetune.startswith("fairseq-train ") and "--finetune-from-model " in finetune
+    assert "--lr 0.002 " in mass and "--lr 0.002 " in finetune  # the rate of budgets under 30 minutes
     assert [g.split()[0] for g in generate] == ["fairseq-generate"] * 2 and all("--beam 4 " in g for g in generate)
     assert {p.name for p in work.glob("*.finished")} == {"mass.finished", "bt.finished"}
     assert (work / "test.en-fr.hyp").read_text() == "a b\nc d\n"  # in the order of the test set
@@ -94,3 +95,15 @@ def test_training_from_before_the_settings_file_is_refused(tmp_path):
     assert line.startswith(f"demo.sh: --work {work} holds training from before demo.sh recorded its settings: "
                            f"write those it ran with to {work}/settings")
     assert not (work / "settings").exists() and calls(tmp_path) == []
+
+
+def test_learning_rate_follows_the_budget(tmp_path):
+    """Both stages train at lr 0.002 under 30 minutes and at 0.001 from 30 on (each given once), and
+    an --lr in --extra comes after demo.sh's, so fairseq-train keeps it."""
+    for minutes, extra, rates in ((29, "", ["0.002"]), (30, "", ["0.001"]), (86, "--lr 0.0005", ["0.001", "0.0005"])):
+        work = tmp_path / f"demo-{minutes}"
+        assert demo(tmp_path, "--work", work, "--minutes", minutes, "--extra", extra).returncode == 0
+        trainings = [c.split() for c in calls(tmp_path) if c.startswith("fairseq-train ")]
+        assert len(trainings) == 2
+        for words in trainings:
+            assert [words[i + 1] for i, w in enumerate(words) if w == "--lr"] == rates, (minutes, words)

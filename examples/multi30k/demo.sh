@@ -57,6 +57,9 @@ VALIDATE_EVERY=200
 # and 200 warm-up updates would leave all of it in warm-up (benchmarks/README.md, demo section:
 # the records before and after this default, same seed and budget).
 FT_WARMUP=$(python -c "print(50 if $MINUTES < 30 else 200)")
+# Learning rate of both stages: 0.002 under 30 minutes, else the measured recipe's 0.001 (the demo
+# section of benchmarks/README.md: three seeds at 14 minutes with each, the same seeds).
+LR=$(python -c "print(0.002 if $MINUTES < 30 else 0.001)")
 START=$(date +%s)
 RESUMED=""; [ -e "$WORK/mass" ] && RESUMED=--resumed
 DECODED_ONLY=""; [ -e "$WORK/mass.finished" ] && [ -e "$WORK/bt.finished" ] && DECODED_ONLY=--decoded-only
@@ -82,7 +85,7 @@ step "2/5 skip-gram subword embeddings of both languages (d=$DIM)"
 
 COMMON=(--user-dir "$USER_DIR" --task unsupervised_translation --arch "$ARCH"
   --criterion label_smoothed_cross_entropy --label-smoothing 0.1
-  --optimizer adam --adam-betas "(0.9,0.98)" --lr 0.001 --lr-scheduler inverse_sqrt
+  --optimizer adam --adam-betas "(0.9,0.98)" --lr "$LR" --lr-scheduler inverse_sqrt
   --clip-norm 1.0 --max-tokens 2000 --max-update 1000000 --cpu
   --log-format simple --log-interval 25 --seed "$SEED" --num-workers 1 --init-embeddings "$WORK/emb$DIM.vec"
   --share-all-embeddings)
@@ -123,4 +126,4 @@ done
 step "done in $(( ($(date +%s) - START) / 60 )) min; outputs in $WORK"
 for pair in en-fr fr-en; do echo "test_2016_flickr $pair:"; sed 's/^/  /' "$WORK/test.$pair.bleu"; done
 [ -z "$LOG" ] || python "$ROOT/benchmarks/demo_record.py" --work "$WORK" --arch "$ARCH" --recipe "$RECIPE" --minutes "$MINUTES" \
-  --seed "$SEED" --beam "$BEAM" --extra="$EXTRA" --wall-s $(( $(date +%s) - START )) $RESUMED $DECODED_ONLY --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
+  --seed "$SEED" --beam "$BEAM" --lr "$LR" --extra="$EXTRA" --wall-s $(( $(date +%s) - START )) $RESUMED $DECODED_ONLY --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
