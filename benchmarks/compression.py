@@ -18,8 +18,10 @@ Variants (``--variants``, comma-separated; the default is every one below that c
   smallest rank keeping the fraction E of its squared singular values), fine-tuned only when
   ``--lowrank-train-flags`` is given, merged back (``--merge``) and exported to ct2-int8;
 * ``structured-hH-fF`` -- ``smallcap-prune-structured --prune-heads H --ffn-keep F`` (H heads
-  removed from every attention module, the fraction F of FFN neurons kept; not fine-tuned),
-  exported to ct2-int8;
+  removed from every attention module, the fraction F of FFN neurons kept), fine-tuned only when
+  ``--structured-train-flags`` is given (with the pruned shapes: ``--encoder-heads-kept``,
+  ``--decoder-heads-kept``, ``--encoder-ffn-embed-dim``, ``--decoder-ffn-embed-dim``), exported to
+  ct2-int8;
 * ``prune-S`` -- magnitude pruning to sparsity S with learning-rate rewinding
   (``smallcap-prune-rounds`` over all ``--prune-sparsities``, from the checkpoint, with
   ``--prune-train-flags``), each round finalized (``smallcap-prune-finalize``) and decoded by
@@ -91,7 +93,7 @@ BIN = Path(sys.executable).parent
 USER_DIR = REPO / "fairseq_smallcap"
 FIXED = ["fairseq-fp32", "torch-bf16", "torch-int8-dynamic", "ct2-float32", "ct2-int8", "ct2-int16"]
 DEFAULT_LOWRANK = ["lowrank-0.9"]
-DEFAULT_STRUCTURED = ["structured-h1-f0.5"]
+DEFAULT_STRUCTURED = ["structured-h0-f0.5"]  # (smallcap_very_small has one head per attention: none to remove)
 DIRECTIONS = (("en", "fr"), ("fr", "en"))
 ANCHOR = "fairseq-fp32"
 SPEED_BATCH = 32  # the batch of the speed ratios and of the Pareto set
@@ -301,6 +303,18 @@ def fine_tune(data: Path, init: Path, save_dir: Path, flags: str, extra, log: Pa
     return last
 
 
+def structured_shape_flags(pruned: Path) -> list:
+    """The fairseq-train flags that build a model of a structured-pruned checkpoint's shapes (its
+    model options, written by smallcap-prune-structured), so that --finetune-from-model loads it."""
+    model = load_state(pruned)["cfg"]["model"]
+    flags = []
+    for side in ("encoder", "decoder"):
+        for option in (f"{side}_heads_kept", f"{side}_ffn_embed_dim"):
+            if getattr(model, option, None) is not None:
+                flags += ["--" + option.replace("_", "-"), getattr(model, option)]
+    return flags
+
+
 def build_variant(name, args, work: Path):
     """Make the variant's model (once); return its description (engine, model path, counts)."""
     vdir = work / name
@@ -351,9 +365,14 @@ def build_variant(name, args, work: Path):
         if not pruned.exists():
             run_logged([*tool("smallcap-prune-structured"), anchor, "--data", args.data, "--prune-heads", heads,
                         "--ffn-keep", keep, "--out", pruned], logs / "prune.log")
-        out = export_ct2(pruned, args.data, vdir / "model", "int8", logs / "export.log")
+        source = pruned
+        if args.structured_train_flags:
+            source = fine_tune(args.data, pruned, vdir / "finetune", args.structured_train_flags,
+                               structured_shape_flags(pruned), logs / "finetune.log")
+            info["fine_tuned"] = True
+        out = export_ct2(source, args.data, vdir / "model", "int8", logs / "export.log")
         info.update(engine="ct2", model=str(out), size_path=str(out), quantization="int8", heads_removed=heads,
-                    ffn_keep=keep, params_from=str(pruned))
+                    ffn_keep=keep, params_from=str(source))
     elif kind == "prune":
         sparsity = float(name.split("-", 1)[1])
         sparsities = sorted(set(args.prune_sparsities) | {sparsity})
@@ -791,6 +810,9 @@ def build_parser():
     p.add_argument("--lowrank-layers", default=".*", help="smallcap-lowrank --layers")
     p.add_argument("--lowrank-train-flags", default=None,
                    help="fine-tune the factorised model with these fairseq-train flags before merging")
+    p.add_argument("--structured-train-flags", default=None,
+                   help="fine-tune each structured-pruned model with these fairseq-train flags (after DATA; its "
+                        "shapes are added) before the export")
     p.add_argument("--speed-sentences", type=int, default=500, help="first N test sentences of the speed runs")
     p.add_argument("--speed-direction", default="en-fr")
     p.add_argument("--threads", type=int_list, default=[1, 2], help="thread counts of the speed grid")
@@ -898,6 +920,7 @@ def _main(args):
                   "quality_beam": args.quality_beam, "quality_batch_size": args.quality_batch_size,
                   "max_len_b": args.max_len_b, "prune_train_flags": args.prune_train_flags,
                   "lowrank_train_flags": args.lowrank_train_flags, "lowrank_layers": args.lowrank_layers,
+                  "structured_train_flags": args.structured_train_flags,
                   "token_count": "sentencepiece pieces of the detokenized output (data's spm.model), no </s>",
                   "pareto_axes": f"size_mb (min), tokens/s batch {SPEED_BATCH} greedy {max(args.threads)} threads "
                                  "(max), bleu_mean (max)"},

@@ -723,6 +723,12 @@ TTQ_INTRO = ("`benchmarks/time_to_quality.py` trains the anchor (fairseq's `onli
              "mean ± std over seeds.")
 
 
+def ttq_recipe(record) -> str:
+    """Ours' recipe in a time-to-quality record, with its learning rate (records from before it was
+    recorded trained at 0.001)."""
+    return f"`{record.get('recipe', '–')}`, lr {(record.get('setup') or {}).get('ours_lr', 0.001):g}"
+
+
 def time_to_quality_section(records, ledger: Path, out_dir: Path) -> str:
     parts = [f"## Time to quality against fairseq's `online_backtranslation` ([ledger]({link(ledger, out_dir)}), "
              f"{len(records)} records)", "", TTQ_INTRO, "",
@@ -738,7 +744,7 @@ def time_to_quality_section(records, ledger: Path, out_dir: Path) -> str:
         setup = r.get("setup") or {}
         lines = f" (first {setup['valid_lines']} val sentences)" if setup.get("valid_lines") else ""
         level = "–" if t["level"] is None else f"{t['level']:.2f}"
-        parts.append(f"| `{r.get('recipe', '–')}` | {t['anchor_budget']:g}, {t['ours_budget']:g} | {t['runs']} | "
+        parts.append(f"| {ttq_recipe(r)} | {t['anchor_budget']:g}, {t['ours_budget']:g} | {t['runs']} | "
                      f"{level}{lines} | {t['anchor_minutes']} | {t['ours_minutes']} | {t['ratio_text']}; "
                      f"{t['ratio_kinds']} | {', '.join(t['bleu']['anchor'])} | {', '.join(t['bleu']['ours'])} | "
                      f"{', '.join(t['chrf']['anchor'])} | {', '.join(t['chrf']['ours'])} | "
@@ -775,7 +781,7 @@ def readme_time_to_quality(records, ledger_link: str, bench_link: str, plot_link
               "|---|---|---|---|---|---|---|---|",
               f"| fairseq `online_backtranslation` | {t['anchor_budget']:g} | {t['anchor_runs']} | {t['anchor_minutes']} | "
               + " | ".join([*t["bleu"]["anchor"], *t["chrf"]["anchor"]]) + " |",
-              f"| ours, `{r.get('recipe', '–')}` | {t['ours_budget']:g} | {t['runs']} | {t['ours_minutes']} | "
+              f"| ours, {ttq_recipe(r)} | {t['ours_budget']:g} | {t['runs']} | {t['ours_minutes']} | "
               + " | ".join([*t["bleu"]["ours"], *t["chrf"]["ours"]]) + " |",
               "", f"Minutes to the anchor's level, anchor / ours: **{t['ratio_text']}**.",
               "", "```bash", r.get("command", ""), "```"]

@@ -2,11 +2,12 @@
 record's fields, CTranslate2 float32 greedy equal to fairseq-generate (fidelity 100), sizes, and
 the Pareto set recomputed from the figures."""
 import json
+import shlex
 import sys
 
 import pytest
 
-from conftest import REPO_ROOT, run
+from conftest import REPO_ROOT, TRAIN_FLAGS, run, tool
 
 pytest.importorskip("ctranslate2")
 
@@ -142,3 +143,37 @@ def test_compression_benchmark_record(tiny_data, trained_checkpoint, tmp_path):
     before = speed_log.stat().st_mtime_ns
     run(common + ["--ct2-layout", "intra"], cwd=REPO_ROOT)
     assert speed_log.stat().st_mtime_ns == before
+
+
+def test_structured_variant_fine_tuned_with_its_shapes(tiny_data, tmp_path):
+    """--structured-train-flags: fairseq-train fine-tunes the structured-pruned checkpoint with the
+    shapes compression.py reads from it (the train flags say 4 heads and 64 FFN neurons; the pruned
+    model keeps 2 heads and 32 neurons), and the CTranslate2 model is exported from the fine-tuned
+    checkpoint."""
+    import torch
+
+    train = [*TRAIN_FLAGS, "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+             "--lambda-dae", "1", "--lambda-bt", "0", "--disable-validation", "--max-update", "2"]
+    run([tool("fairseq-train"), tiny_data, *train, "--save-dir", tmp_path / "four-heads"])
+    checkpoint = tmp_path / "four-heads" / "checkpoint_last.pt"
+    name, train = "structured-h2-f0.5", shlex.join(train)
+    result = run([sys.executable, SCRIPT, "--work", tmp_path / "work", "--checkpoint", checkpoint,
+                  "--data", tiny_data, "--variants", f"fairseq-fp32,{name}", "--structured-train-flags", train,
+                  "--speed-sentences", "8", "--test-lines", "8", "--threads", "1", "--batch-sizes", "32",
+                  "--beams", "1", "--quality-beam", "1", "--max-len-b", "20", "--min-speed-seconds", "0"],
+                 cwd=REPO_ROOT)
+    work = tmp_path / "work" / name
+    record = json.loads((tmp_path / "work" / "record.json").read_text(encoding="utf-8"))
+    row = record["figures"]["variants"][name]
+    assert row["fine_tuned"] is True and record["setup"]["structured_train_flags"] == train
+    load = lambda p: torch.load(p, map_location="cpu", weights_only=False)  # noqa: E731
+    pruned, tuned = load(work / "pruned.pt"), load(work / "finetune" / "checkpoint_last.pt")
+    assert pruned["model"]["encoder.layers.0.fc1.weight"].shape == (32, 32)
+    assert {k: v.shape for k, v in tuned["model"].items()} == {k: v.shape for k, v in pruned["model"].items()}
+    assert tuned["optimizer_history"][-1]["num_updates"] == 2
+    assert any(not torch.equal(tuned["model"][k], v) for k, v in pruned["model"].items() if v.is_floating_point())
+    assert pruned["model"]["decoder.layers.0.encoder_attn.q_proj.weight"].shape == (16, 32)  # 2 heads of 8
+    assert (tuned["cfg"]["model"].encoder_ffn_embed_dim, tuned["cfg"]["model"].decoder_heads_kept) == (32, 2)
+    assert str(work / "finetune" / "checkpoint_last.pt") in (work / "logs" / "export.log").read_text(encoding="utf-8")
+    assert row["params"] < record["figures"]["variants"]["fairseq-fp32"]["params"]
+    assert all(row["test"][d]["bleu"] is not None for d in ("en-fr", "fr-en")), result.stdout

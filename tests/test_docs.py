@@ -124,7 +124,7 @@ def test_time_to_quality_tables_from_the_ledger(tmp_path):
     # mean 11.384, sample std 1.801 (by hand)
     record = {"benchmark": "time_to_quality", "recipe": "test-only-ttq", "command": "python reproduce-the-ttq.py",
               "git_commit": "0123456789", "date": "2000-01-02T00:00:00+00:00", "machine": "test machine",
-              "omp_num_threads": "2", "setup": {"side_by_side": True, "threads_per_system": 1},
+              "omp_num_threads": "2", "setup": {"side_by_side": True, "threads_per_system": 1, "ours_lr": 0.002},
               "figures": {"budget_minutes": 86, "ours_budget_minutes": 10, "checkpoint_minutes": 5,
                           "ours_checkpoint_minutes": 1, "anchor_seed": 4,
                           "ours_seeds": {name: i + 1 for i, name in enumerate(ours)},
@@ -146,13 +146,13 @@ def test_time_to_quality_tables_from_the_ledger(tmp_path):
     text = readme.read_text(encoding="utf-8")
     block = text[text.index("<!-- time-to-quality:begin -->"):text.index("<!-- time-to-quality:end -->")]
     assert "| fairseq `online_backtranslation` | 86 | 1 (seed 4) | 80.2 | 1.11 | 1.22 | 3.33 | 3.66 |" in block
-    assert ("| ours, `test-only-ttq` | 10 | 3 (seeds 1, 2, 3) | 6.1, 7.0, 8.4 | 6.00 ± 1.00 | 7.00 ± 1.00 | "
+    assert ("| ours, `test-only-ttq`, lr 0.002 | 10 | 3 (seeds 1, 2, 3) | 6.1, 7.0, 8.4 | 6.00 ± 1.00 | 7.00 ± 1.00 | "
             "18.00 ± 3.00 | 21.00 ± 3.00 |") in block
     assert ("**9.55, the smallest of 3 seeds (between 8.95 and 12.30 within the checkpoint intervals); per seed "
             "13.15, 11.46, 9.55; mean 11.38 ± 1.80, 95% t interval [6.91, 15.86]**") in block
     assert "python reproduce-the-ttq.py" in block and "val BLEU 1.20" in block and "side by side, 1 thread each" in block
     bench = out.read_text(encoding="utf-8")
-    assert ("| `test-only-ttq` | 86, 10 | 3 (seeds 1, 2, 3) | 1.20 | 80.2 | 6.1, 7.0, 8.4 | 9.55, the smallest of 3 "
+    assert ("| `test-only-ttq`, lr 0.002 | 86, 10 | 3 (seeds 1, 2, 3) | 1.20 | 80.2 | 6.1, 7.0, 8.4 | 9.55, the smallest of 3 "
             "seeds") in bench
     assert "checkpoints every 5 min (anchor) and 1 min (ours)" in bench
     assert "| 2000-01-02 | ours-s2 | 7.0: 1.50 |" in bench

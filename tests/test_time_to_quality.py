@@ -58,6 +58,11 @@ def test_time_to_quality_end_to_end(tiny_data, tmp_path):
     assert commands["ours-s2"]["finetune"].count("--warmup-updates") == 1
     assert "--warmup-updates 50 " in commands["ours-s2"]["finetune"]
     assert "--warmup-updates 200 " in commands["ours-s2"]["mass"]
+    # and its learning rate under 30 minutes, both stages; the anchor keeps its own
+    for stage in ("mass", "finetune"):
+        words = commands["ours-s1"][stage].split()
+        assert [words[i + 1] for i, w in enumerate(words) if w == "--lr"] == ["0.002"], words
+    assert record["setup"]["ours_lr"] == 0.002 and "--lr 0.0005 " in commands["anchor"]["train"]
     for system in curves:
         curve = curves[system]
         assert curve, system
