@@ -25,8 +25,8 @@ command of both; ``--arch`` and ``--max-tokens`` are shared):
   else 0.001). ``--ours-minutes`` gives ours its own budget (its schedule scaled to it: does ours
   given M minutes reach what the anchor reaches in 86?), ``--ours-seeds`` several runs of ours, one
   after another, each on its own clock (``WORK/ours-sN``), and ``--ours-checkpoint-minutes`` its
-  own checkpoint interval. With ``--share-all-embeddings`` in
-  ``--extra`` ours is the recipe ``mass-fixed+emb128+shared``.
+  own checkpoint interval. With ``--share-all-embeddings`` in ``--extra`` ours is the recipe
+  ``mass-fixed+emb128+shared``.
 
 What "minutes" means: wall-clock seconds since the system's training began, measured by this
 script around its subprocesses (their start-up included): for ``ours`` the embeddings, the MASS
