@@ -577,7 +577,10 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def recipe_text(record) -> str:
+DEMO_LR = 0.001  # demo.sh's rate before it depended on the budget, and the measured recipe's
+
+
+def demo_setting(record) -> tuple:
     """A demo record's setting: its recipe, the learning rate both stages trained with, and its other
     ``--extra`` flags. An ``--lr`` in ``--extra`` is the same training as demo.sh giving that rate
     itself, so such records group with those; records from before the rate was recorded ran demo.sh's
@@ -586,31 +589,39 @@ def recipe_text(record) -> str:
     rest = [w for i, w in enumerate(words)
             if not (w == "--lr" or w.startswith("--lr=") or (i and words[i - 1] == "--lr"))]
     lr = record.get("lr", lr_of_extra(record.get("extra")))
-    lr = 0.001 if lr is None else lr
+    return record.get("recipe", "mass-fixed+emb128"), DEMO_LR if lr is None else lr, shlex.join(rest)
+
+
+def recipe_text(record) -> str:
+    """A demo record's setting as the tables write it."""
+    recipe, lr, rest = demo_setting(record)
     lr_text = format(lr, "g") if isinstance(lr, float) else lr  # (a schedule of rates: as written)
-    return f"`{record.get('recipe', 'mass-fixed+emb128')}`, lr {lr_text}" + (f" + `{shlex.join(rest)}`" if rest else "")
+    return f"`{recipe}`, lr {lr_text}" + (f" + `{rest}`" if rest else "")
 
 
 def demo_decoding_lines(records) -> list:
-    """For each setting (recipe and --extra, arch, minutes) with records of two seeds or more: each beam size
-    over the seeds (mean ± std), then each other beam size against beam 4 on the same checkpoints
-    (per-seed differences with their 95% t interval): BLEU, chrF and distinct (percentage points).
-    A seed's checkpoint is the one (``checkpoint_sha1``) of its latest record in the ledger;
-    decodings of its earlier checkpoints are left out, and so are records without a hash."""
+    """For each setting (recipe, learning rate and other --extra flags, arch, minutes) with records
+    of two seeds or more: each beam size over the seeds (mean ± std), then each other beam size
+    against beam 4 on the same checkpoints; and each other learning rate against 0.001 at beam 4
+    on the same seeds (each trained at both rates): per-seed differences with their 95% t
+    interval of BLEU, chrF and distinct (percentage points). A seed's checkpoint is the one
+    (``checkpoint_sha1``) of its latest record in the ledger; decodings of its earlier checkpoints
+    are left out, and so are records without a hash."""
     groups = {}
     for r in records:
         if r.get("checkpoint_sha1"):
-            groups.setdefault((recipe_text(r), r.get("arch"), r.get("minutes")), []).append(r)
-    lines = []
-    for (recipe, arch, minutes), group in groups.items():
+            groups.setdefault((*demo_setting(r), r.get("arch"), r.get("minutes")), []).append(r)
+    lines, by_setting = [], {}
+    for key, group in groups.items():
         checkpoint = {r.get("seed", 1): r["checkpoint_sha1"] for r in group}  # the latest one of each seed
         decoded = {}  # seed -> beam -> its latest record of that seed's checkpoint
         for r in group:
             if r["checkpoint_sha1"] == checkpoint[r.get("seed", 1)]:
                 decoded.setdefault(r.get("seed", 1), {})[r.get("beam", 4)] = r
+        by_setting[key] = decoded
         if len(decoded) < 2:
             continue
-        setting = f"{recipe}, {arch}, {minutes} minutes"
+        setting = f"{recipe_text(group[0])}, {key[3]}, {key[4]} minutes"
         beams = sorted({b for by_beam in decoded.values() for b in by_beam}, key=lambda b: (b != 4, b))
         for beam in beams:
             runs = [by_beam[beam] for _, by_beam in sorted(decoded.items()) if beam in by_beam]
@@ -620,20 +631,35 @@ def demo_decoding_lines(records) -> list:
                 lines += ["", f"{setting}, beam {beam}, seeds {', '.join(str(r.get('seed', 1)) for r in runs)} "
                               f"(mean ± std): " + "; ".join(cells) + "."]
         for beam in (b for b in beams if b != 4):
-            seeds = [seed for seed, by_beam in sorted(decoded.items()) if {4, beam} <= set(by_beam)]
-            if not seeds:
-                continue
-            lines += ["", f"{setting}, beam {beam}{' (greedy)' if beam == 1 else ''} minus beam 4, the same "
-                          f"checkpoints (per-seed difference, 95% t interval):", ""]
-            for pair, name in DIRECTIONS:
-                cells = []
-                for metric in ("bleu", "chrf", "distinct"):
-                    base = {s: demo_value(decoded[s][4], pair, metric) for s in seeds}
-                    other = {s: demo_value(decoded[s][beam], pair, metric) for s in seeds}
-                    known = [s for s in seeds if base[s] is not None and other[s] is not None]
-                    paired = paired_differences({s: base[s] for s in known}, {s: other[s] for s in known})
-                    cells.append(f"{metric if metric != 'distinct' else 'distinct (points)'} {format_paired(paired)}")
-                lines.append(f"- {name}: " + "; ".join(cells))
+            lines += paired_demo_lines(
+                f"{setting}, beam {beam}{' (greedy)' if beam == 1 else ''} minus beam 4, the same checkpoints",
+                {s: d[4] for s, d in decoded.items() if 4 in d}, {s: d[beam] for s, d in decoded.items() if beam in d})
+    for (recipe, lr, rest, arch, minutes), decoded in by_setting.items():
+        reference = by_setting.get((recipe, DEMO_LR, rest, arch, minutes))
+        if lr == DEMO_LR or reference is None:
+            continue
+        setting = f"`{recipe}`" + (f" + `{rest}`" if rest else "") + f", {arch}, {minutes} minutes, beam 4"
+        lines += paired_demo_lines(f"{setting}: lr {lr} minus lr {DEMO_LR}, the same seeds",
+                                   {s: d[4] for s, d in reference.items() if 4 in d},
+                                   {s: d[4] for s, d in decoded.items() if 4 in d})
+    return lines
+
+
+def paired_demo_lines(title, base, other) -> list:
+    """``other`` minus ``base`` (seed -> demo record), per seed they share: BLEU, chrF and distinct of
+    each direction with the 95% t interval; nothing when they share no seed."""
+    seeds = sorted(set(base) & set(other))
+    if not seeds:
+        return []
+    lines = ["", f"{title} (per-seed difference, 95% t interval):", ""]
+    for pair, name in DIRECTIONS:
+        cells = []
+        for metric in ("bleu", "chrf", "distinct"):
+            values = [(s, demo_value(base[s], pair, metric), demo_value(other[s], pair, metric)) for s in seeds]
+            known = [(s, b, o) for s, b, o in values if b is not None and o is not None]
+            paired = paired_differences({s: b for s, b, _ in known}, {s: o for s, _, o in known})
+            cells.append(f"{metric if metric != 'distinct' else 'distinct (points)'} {format_paired(paired)}")
+        lines.append(f"- {name}: " + "; ".join(cells))
     return lines
 
 

@@ -156,3 +156,15 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
            "(mean ± std)" in text
     assert "| `mass-fixed+emb128`, lr 0.002 + `--amp` | smallcap_very_small | 14.0 | 4 | 4 |" in text
     assert "| `mass-fixed+emb128`, lr 0.003 + `--amp` | smallcap_very_small | 14.0 | 5 | 4 |" in text
+    assert "minus lr 0.001" not in text  # (no seed trained at both rates in one setting)
+
+    # seed 2 trained again at lr 0.002 (fr→en 25% distinct): paired with its lr 0.001 run (50%)
+    record(longer, log, "--seed", "2", "--lr", "0.002")
+    run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
+         "--readme", tmp_path / "README.md"])
+    lines = out.read_text(encoding="utf-8").splitlines()
+    title = ("`mass-fixed+emb128`, smallcap_very_small, 14.0 minutes, beam 4: lr 0.002 minus lr 0.001, the same "
+             "seeds (per-seed difference, 95% t interval):")
+    at = lines.index(title)
+    assert lines[at + 3].startswith("- fr→en: bleu ") and \
+        "distinct (points) -25.00 (seed 2 only: no interval)" in lines[at + 3], lines[at:at + 4]
