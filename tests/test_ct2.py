@@ -82,6 +82,31 @@ def test_greedy_float32_equals_fairseq_generate(tiny_data, ct2_checkpoint, float
             f"first: {mismatches[:3]}")
 
 
+def test_head_pruned_model_exports_with_its_head_count(tiny_data, tmp_path):
+    """A structured-pruned model keeps 2 of 4 heads per attention (the head size stays 8): the
+    export gives CTranslate2 the heads kept, so greedy float32 still equals fairseq-generate
+    (with the original count, CTranslate2 would split 16 dimensions into 4 heads of 4)."""
+    run([tool("fairseq-train"), tiny_data, *TRAIN_FLAGS, "--encoder-attention-heads", "4",
+         "--decoder-attention-heads", "4", "--lambda-mass", "1", "--lambda-dae", "1", "--lambda-bt", "0",
+         "--max-update", "200", "--save-dir", tmp_path / "four"])
+    pruned, out = tmp_path / "pruned.pt", tmp_path / "ct2"
+    run([sys.executable, "-m", "fairseq_smallcap.compression.structured_cli", tmp_path / "four" / "checkpoint_last.pt",
+         "--data", tiny_data, "--encoder-prune-heads", "2", "--decoder-prune-heads", "1", "--ffn-keep", "0.5",
+         "--importance", "weight", "--out", pruned])
+    run([*EXPORT, pruned, "--data", tiny_data, "--out", out, "--quantization", "float32"])
+    config = ctranslate2.Translator(str(out)).model_is_loaded  # (loads)
+    assert config
+    for src, tgt in (("en", "fr"), ("fr", "en")):
+        expected = fairseq_hypotheses(tiny_data, pruned, src, tgt)
+        assert len(set(expected)) > 20, expected[:5]
+        result = tmp_path / f"test.{tgt}"
+        run([*TRANSLATE, "--model", out, "-s", src, "-t", tgt, "--beam", "1", "--threads", "1",
+             "--batch-size", "16", "--input", tiny_data / "raw" / f"test.{src}", "--output", result])
+        got = read_lines(result)
+        mismatches = [(i, e, g) for i, (e, g) in enumerate(zip(expected, got)) if e != g]
+        assert len(got) == len(expected) and not mismatches, f"{len(mismatches)} lines differ: {mismatches[:2]}"
+
+
 # ---------------------------------------------------------------------------- one line per line
 def test_empty_lines_keep_the_line_count(float32_model, tmp_path):
     text = "\nA man rides a bike.\n   \n\nTwo dogs play in the snow.\r\n\t\nA woman.\n\nLast line without newline"
@@ -202,7 +227,7 @@ def test_failed_conversion_leaves_nothing_and_keeps_the_old_model(ct2_checkpoint
                                                                   monkeypatch):
     from fairseq_smallcap.compression import ct2_export
 
-    def failing_convert(checkpoint, data, output_dir, quantization, model_name):
+    def failing_convert(checkpoint, data, output_dir, quantization, model_name, kept_heads=None, head_dim=None):
         os.makedirs(output_dir)
         with open(os.path.join(output_dir, "model.bin"), "wb") as f:
             f.write(b"half")
