@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from curation_ablation import LEGACY_RECIPE, SYSTEMS, report_diagnostics, report_paired, table_order  # (beside this script)
+from curation_ablation import DEFAULT_RECIPE, LEGACY_RECIPE, SYSTEMS, report_diagnostics, report_paired, table_order  # (beside this script)
 from curation_ablation import recipe as recipe_of
 from demo_record import lr_of_extra
 from scoring import format_paired, mean_std, paired_differences
@@ -152,17 +152,20 @@ def recipe_order(rows):
 
 
 def best_groups(rows):
-    """Per current recipe (not the legacy one, unless it is all there is), its best (arch,
-    system) by mean test BLEU over seeds; best first among those with at least MIN_SEEDS seeds,
-    then the others, best first."""
-    groups = groups_of(rows)
-    current = {k: v for k, v in groups.items() if k[0] != LEGACY_RECIPE} or groups
+    """Per recipe, its best (arch, system) by mean test BLEU over seeds; best first among those
+    with at least MIN_SEEDS seeds, then the others, best first; the legacy recipe (MASS as first
+    landed) last, as where the recipes started."""
     best = {}
-    for key, runs in current.items():
-        if key[0] not in best or group_mean(runs) > group_mean(best[key[0]][1]):
+    def rank(key, runs):  # a group measured on MIN_SEEDS seeds before a higher mean on fewer; the
+        # legacy recipe's baseline, the starting point, before its curation systems
+        return len(runs) >= MIN_SEEDS, key[0] == LEGACY_RECIPE and key[2] == "baseline", group_mean(runs)
+
+    for key, runs in groups_of(rows).items():
+        if key[0] not in best or rank(key, runs) > rank(*best[key[0]]):
             best[key[0]] = (key, runs)
     # recipes measured on MIN_SEEDS seeds first: a higher mean over fewer seeds is an anecdote
-    return sorted(best.values(), key=lambda kv: (len(kv[1]) < MIN_SEEDS, -group_mean(kv[1]), kv[0]))
+    return sorted(best.values(), key=lambda kv: (kv[0][0] == LEGACY_RECIPE, len(kv[1]) < MIN_SEEDS,
+                                                 -group_mean(kv[1]), kv[0]))
 
 
 def record_command(record):
@@ -251,20 +254,33 @@ def link(target: Path, start: Path) -> str:
 
 
 def comparison_lines(rows, name, arch, system, runs):
-    """The best recipe against each recipe its records were paired with (``paired_bs_vs_recipe``):
-    the per-seed paired difference of the mean BLEU with its 95% interval, and the largest sacreBLEU
+    """A recipe against each recipe its records were paired with (``paired_bs_vs_recipe``; the
+    default recipe, whose MASS fix has no paired bootstrap, against the legacy one): the per-seed
+    paired difference of the mean BLEU with its 95% interval, and the largest sacreBLEU
     paired-bootstrap p value over its seeds, directions and metrics."""
     lines = []
-    for other in dict.fromkeys(filter(None, map(against_recipe, runs))):
+    others = list(dict.fromkeys(filter(None, map(against_recipe, runs))))
+    for other in others or ([LEGACY_RECIPE] if name == DEFAULT_RECIPE else []):
         paired = paired_differences(seed_means(rows, other, arch, system), seed_means(rows, name, arch, system))
         if not paired["seeds"]:
             continue
         p_values = [r["paired_bs_vs_recipe"][d][metric]["p_value"] for r in runs if against_recipe(r) == other
                     for d, _ in DIRECTIONS for metric in ("bleu", "chrf") if d in r["paired_bs_vs_recipe"]]
-        bootstrap = (f"; sacreBLEU paired bootstrap, every seed, both directions, BLEU and chrF: p ≤ "
-                     f"{max(p_values):.3f}" if p_values else "")
-        lines += ["", f"`{name}` against `{other}` on the same seeds (per-seed difference of the mean BLEU, "
-                  f"95% t interval): {format_paired(paired)}{bootstrap}."]
+        bootstrap = f"; paired bootstrap p ≤ {max(p_values):.3f}" if p_values else ""
+        lines.append(f"- `{name}` against `{other}`: {format_paired(paired)}{bootstrap}")
+    return lines
+
+
+def curation_lines(rows) -> list:
+    """Each curation system against the baseline of its recipe and size, on the seeds both have
+    (at least MIN_SEEDS): the per-seed difference of the mean BLEU with its 95% interval."""
+    lines = []
+    for (name, arch, system), _runs in sorted(groups_of(rows).items()):
+        if system == "baseline":
+            continue
+        paired = paired_differences(seed_means(rows, name, arch, "baseline"), seed_means(rows, name, arch, system))
+        if len(paired["seeds"]) >= MIN_SEEDS:
+            lines.append(f"- curation `{system}` against `baseline` (`{name}`, `{arch}`): {format_paired(paired)}")
     return lines
 
 
@@ -290,9 +306,15 @@ def readme_results(rows, ledger_link: str, bench_link: str) -> str:
               + ("A single seed measures no spread between runs. " if any(len(g[1]) == 1 for g in chosen) else "")
               + (f"Recipes with fewer than {MIN_SEEDS} seeds come after those with {MIN_SEEDS} or more, "
                  "whatever their mean. " if any(len(g[1]) < MIN_SEEDS for g in chosen) else "")
-              + f"One row per current recipe (its best system); every run and recipe, with the "
-              f"diagnostics: [benchmarks/README.md]({bench_link}); the records: [the ledger]({ledger_link})."]
-    lines += comparison_lines(rows, name, arch, system, runs)
+              + f"One row per recipe (its best system), `{LEGACY_RECIPE}` (MASS as first landed) last; every run "
+              f"and recipe, with the diagnostics: [benchmarks/README.md]({bench_link}); the records: "
+              f"[the ledger]({ledger_link})."]
+    steps = [line for key, group in chosen if len(group) >= MIN_SEEDS  # each step of the recipe
+             for line in comparison_lines(rows, *key, group)] + curation_lines(rows)
+    if steps:
+        lines += ["", "Each step on the seeds both sides have (per-seed difference of the mean BLEU, 95% t interval; "
+                  "the sacreBLEU paired bootstrap where both sides' outputs are kept: the largest p over seeds, "
+                  "directions, BLEU and chrF):", "", *steps]
     if name in RECIPE_COMMANDS:
         commands, source = [RECIPE_COMMANDS[name]], ("every seed; the command each record was made by is in "
                                                      f"[benchmarks/README.md]({bench_link})")
