@@ -320,12 +320,19 @@ def build_variant(name, args, work: Path):
     vdir = work / name
     record = vdir / "built.json"
     built = done_json(record)
+    kind = variant_kind(name)
+    train_flags = {"lowrank": args.lowrank_train_flags, "structured": args.structured_train_flags}.get(kind)
+    if built and kind in ("lowrank", "structured"):  # its files are those of its fine-tuning, or of none
+        was = built.get("train_flags", train_flags if built["fine_tuned"] == bool(train_flags) else "(others)")
+        if was != train_flags:  # (a description from before the flags were kept: known by fine_tuned)
+            raise BenchError(f"{name}: built in {vdir} with fine-tuning flags {was!r}, not {train_flags!r}: "
+                             f"delete {vdir} or use another --work")
     if built and not args.rebuild:
         return built
-    kind = variant_kind(name)
     anchor = work / ANCHOR / "model.pt"
     logs = vdir / "logs"
-    info = {"variant": name, "kind": kind, "fine_tuned": False}
+    info = {"variant": name, "kind": kind, "fine_tuned": False,
+            **({"train_flags": train_flags} if kind in ("lowrank", "structured") else {})}
     if kind == ANCHOR:
         strip_checkpoint(args.checkpoint, anchor)
         info.update(engine="fairseq-generate", model=str(anchor), size_path=str(anchor), quantization="float32")

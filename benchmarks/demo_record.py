@@ -16,7 +16,6 @@ decodes the same checkpoint again (``--decoded-only``), and ``report.py`` pairs 
 import argparse
 import hashlib
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -33,6 +32,19 @@ class DemoRecordError(Exception):
 
 def updates_of(checkpoint: Path):
     """The number of updates a fairseq checkpoint was saved at (None when it is missing)."""
+    state = load(checkpoint)
+    return None if state is None else (state.get("optimizer_history") or [{}])[-1].get("num_updates")
+
+
+def lr_of(checkpoint: Path):
+    """The (first) learning rate a fairseq checkpoint was trained with (None when it is missing)."""
+    state = load(checkpoint)
+    lr = None if state is None else ((state.get("cfg") or {}).get("optimization") or {}).get("lr")
+    return float(lr[0]) if isinstance(lr, (list, tuple)) and lr else lr
+
+
+def load(checkpoint: Path):
+    """A fairseq checkpoint's state, read weights-only (None when it is missing)."""
     if not checkpoint.is_file():
         return None
     import torch
@@ -46,8 +58,7 @@ def updates_of(checkpoint: Path):
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as e:
         raise DemoRecordError(f"cannot read {checkpoint}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    history = state.get("optimizer_history") or [{}]
-    return history[-1].get("num_updates")
+    return state
 
 
 def checkpoint_sha1(checkpoint: Path):
@@ -61,7 +72,7 @@ def checkpoint_sha1(checkpoint: Path):
 def lr_of_extra(extra: str):
     """The learning rate an ``--extra`` string sets (its last ``--lr``: fairseq-train, like argparse,
     keeps the last), as a float; None when it sets none."""
-    words, lr = shlex.split(extra or ""), None
+    words, lr = (extra or "").split(), None  # (split as demo.sh's unquoted $EXTRA is)
     for i, word in enumerate(words):
         if word == "--lr" and i + 1 < len(words):
             lr = words[i + 1]
@@ -115,6 +126,7 @@ def main(argv=None) -> dict:
         updates = {name: updates_of(args.work / stage / f"checkpoint_{which}.pt")
                    for name, stage, which in (("mass_updates", "mass", "last"), ("finetune_updates", "bt", "last"),
                                               ("finetune_best_updates", "bt", "best"))}
+        trained_lr = lr_of(args.work / "bt" / "checkpoint_best.pt")
     except DemoRecordError as e:
         print(f"demo_record.py: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -129,8 +141,9 @@ def main(argv=None) -> dict:
         "decoded_only": args.decoded_only,
         "seed": args.seed,
         "beam": args.beam,
-        # the learning rate both stages trained with: demo.sh's, or the one --extra gave on top of it
-        "lr": lr if (lr := lr_of_extra(args.extra)) is not None else args.lr,
+        # the learning rate the decoded checkpoint was trained with (without one: demo.sh's, or the
+        # one --extra gave on top of it)
+        "lr": trained_lr if trained_lr is not None else lr if (lr := lr_of_extra(args.extra)) is not None else args.lr,
         **updates,  # finetune_best_updates: those of checkpoint_best.pt, the one decoded
         # which training run was decoded: records of one checkpoint decoded two ways pair by it
         "checkpoint_sha1": checkpoint_sha1(args.work / "bt" / "checkpoint_best.pt"),

@@ -14,7 +14,6 @@ import contextlib
 import io
 import json
 import os
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -259,8 +258,8 @@ def comparison_lines(rows, name, arch, system, runs):
     paired difference of the mean BLEU with its 95% interval, and the largest sacreBLEU
     paired-bootstrap p value over its seeds, directions and metrics."""
     lines = []
-    others = list(dict.fromkeys(filter(None, map(against_recipe, runs))))
-    for other in others or ([LEGACY_RECIPE] if name == DEFAULT_RECIPE else []):
+    others = [*filter(None, map(against_recipe, runs)), *([LEGACY_RECIPE] if name == DEFAULT_RECIPE else [])]
+    for other in dict.fromkeys(others):
         paired = paired_differences(seed_means(rows, other, arch, system), seed_means(rows, name, arch, system))
         if not paired["seeds"]:
             continue
@@ -306,9 +305,9 @@ def readme_results(rows, ledger_link: str, bench_link: str) -> str:
               + ("A single seed measures no spread between runs. " if any(len(g[1]) == 1 for g in chosen) else "")
               + (f"Recipes with fewer than {MIN_SEEDS} seeds come after those with {MIN_SEEDS} or more, "
                  "whatever their mean. " if any(len(g[1]) < MIN_SEEDS for g in chosen) else "")
-              + f"One row per recipe (its best system), `{LEGACY_RECIPE}` (MASS as first landed) last; every run "
-              f"and recipe, with the diagnostics: [benchmarks/README.md]({bench_link}); the records: "
-              f"[the ledger]({ledger_link})."]
+              + f"One row per recipe, its best system (among those measured on {MIN_SEEDS} seeds or more, if any); "
+              f"MASS as first landed (`{LEGACY_RECIPE}`, its baseline) last. Every run and recipe, with the diagnostics: "
+              f"[benchmarks/README.md]({bench_link}); the records: [the ledger]({ledger_link})."]
     steps = [line for key, group in chosen if len(group) >= MIN_SEEDS  # each step of the recipe
              for line in comparison_lines(rows, *key, group)] + curation_lines(rows)
     if steps:
@@ -607,11 +606,11 @@ def demo_setting(record) -> tuple:
     ``--extra`` flags. An ``--lr`` in ``--extra`` is the same training as demo.sh giving that rate
     itself, so such records group with those; records from before the rate was recorded ran demo.sh's
     0.001 unless their ``--extra`` set one."""
-    words = shlex.split(record.get("extra") or "")
+    words = (record.get("extra") or "").split()  # (as demo.sh splits its unquoted $EXTRA)
     rest = [w for i, w in enumerate(words)
             if not (w == "--lr" or w.startswith("--lr=") or (i and words[i - 1] == "--lr"))]
     lr = record.get("lr", lr_of_extra(record.get("extra")))
-    return record.get("recipe", "mass-fixed+emb128"), DEMO_LR if lr is None else lr, shlex.join(rest)
+    return record.get("recipe", "mass-fixed+emb128"), DEMO_LR if lr is None else lr, " ".join(rest)
 
 
 def recipe_text(record) -> str:

@@ -90,6 +90,7 @@ from pathlib import Path
 import bt_speed  # (benchmarks/, beside this script)
 import scoring
 from curation_ablation import BIN, REPO, USER_DIR, common_flags, provenance
+from demo_record import lr_of_extra
 
 RECIPE = "mass-fixed+emb128"
 MASS_SHARE = 0.3  # of the training time left after the embeddings (examples/multi30k/demo.sh)
@@ -145,6 +146,13 @@ def budget_lr(minutes: float) -> float:
     """examples/multi30k/demo.sh's learning rate of both stages: 0.002 under a 30-minute budget,
     else common_flags' 0.001."""
     return 0.002 if minutes < 30 else 0.001
+
+
+def ours_lr(args, minutes: float):
+    """The learning rate ours trains with: the last ``--lr`` of ``--extra`` (fairseq-train keeps the
+    last), else demo.sh's for the budget."""
+    lr = lr_of_extra(args.extra)
+    return budget_lr(minutes) if lr is None else lr
 
 
 def ours_flags(args, seed, embeddings: Path, minutes: float):
@@ -224,9 +232,12 @@ class SystemRun:
         # what the run's figures depend on: a resumed run must be the same run
         config = {"budget_s": minutes * 60, "seed": seed, "checkpoint_minutes": checkpoint_minutes, "threads": threads,
                   "arch": args.arch, "max_tokens": args.max_tokens, "emb_dim": args.emb_dim, "extra": args.extra,
-                  "save_every_updates": args.save_every_updates if name == "anchor" else args.ours_save_every_updates}
+                  "save_every_updates": args.save_every_updates if name == "anchor" else args.ours_save_every_updates,
+                  **({} if name == "anchor" else {"lr": ours_lr(args, minutes)})}
         self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {
             "system": name, "stages": {}, "checkpoints": [], "next_mark_s": checkpoint_minutes * 60, **config}
+        if name != "anchor":
+            self.state.setdefault("lr", 0.001)  # (a run from before ours' rate depended on its budget)
         changed = [f"{key} {self.state[key]!r}, now {value!r}" for key, value in config.items()
                    if key in self.state and self.state[key] != value
                    and not (isinstance(value, float) and abs(self.state[key] - value) < 1e-6)]
@@ -784,7 +795,7 @@ def main(argv=None):
                   "save_every_updates": args.save_every_updates, "ours_save_every_updates": args.ours_save_every_updates,
                   "this_invocation_trained_s": round(training_wall, 1),
                   "finetune_warmup_updates": finetune_warmup(args.ours_minutes),
-                  "ours_lr": budget_lr(args.ours_minutes),
+                  "ours_lr": ours_lr(args, args.ours_minutes),
                   "commands": {name: {stage: info.get("command") for stage, info in run.state["stages"].items()}
                                for name, run in runs.items()}},
         "command": stamp["command"], "git_commit": stamp["commit"], "machine": stamp["machine"],

@@ -157,11 +157,11 @@ def test_structured_variant_fine_tuned_with_its_shapes(tiny_data, tmp_path):
     run([tool("fairseq-train"), tiny_data, *train, "--save-dir", tmp_path / "four-heads"])
     checkpoint = tmp_path / "four-heads" / "checkpoint_last.pt"
     name, train = "structured-h2-f0.5", shlex.join(train)
-    result = run([sys.executable, SCRIPT, "--work", tmp_path / "work", "--checkpoint", checkpoint,
-                  "--data", tiny_data, "--variants", f"fairseq-fp32,{name}", "--structured-train-flags", train,
-                  "--speed-sentences", "8", "--test-lines", "8", "--threads", "1", "--batch-sizes", "32",
-                  "--beams", "1", "--quality-beam", "1", "--max-len-b", "20", "--min-speed-seconds", "0"],
-                 cwd=REPO_ROOT)
+    command = [sys.executable, SCRIPT, "--work", tmp_path / "work", "--checkpoint", checkpoint,
+               "--data", tiny_data, "--variants", f"fairseq-fp32,{name}", "--speed-sentences", "8", "--test-lines", "8",
+               "--threads", "1", "--batch-sizes", "32", "--beams", "1", "--quality-beam", "1", "--max-len-b", "20",
+               "--min-speed-seconds", "0"]
+    result = run([*command, "--structured-train-flags", train], cwd=REPO_ROOT)
     work = tmp_path / "work" / name
     record = json.loads((tmp_path / "work" / "record.json").read_text(encoding="utf-8"))
     row = record["figures"]["variants"][name]
@@ -177,3 +177,8 @@ def test_structured_variant_fine_tuned_with_its_shapes(tiny_data, tmp_path):
     assert str(work / "finetune" / "checkpoint_last.pt") in (work / "logs" / "export.log").read_text(encoding="utf-8")
     assert row["params"] < record["figures"]["variants"]["fairseq-fp32"]["params"]
     assert all(row["test"][d]["bleu"] is not None for d in ("en-fr", "fr-en")), result.stdout
+    # the same --work with other fine-tuning flags (or none) would mix two models: refused in one line
+    for flags in (["--structured-train-flags", train + " --lr 0.01"], [], ["--rebuild"]):
+        other = run([*command, *flags], cwd=REPO_ROOT, check=False)
+        errors = [line for line in other.stderr.splitlines() if line.startswith("compression.py: error:")]
+        assert other.returncode == 2 and len(errors) == 1 and "fine-tuning flags" in errors[0], other.stderr

@@ -138,13 +138,24 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     state["extra_state"]["test_seed"] = "60 minutes"
     torch.save(state, longer / "bt" / "checkpoint_best.pt")
     record(longer, log, "--seed", "3", "--minutes", "60")
-    # another learning rate is another setting, given by --extra or by demo.sh itself (--lr): the
-    # same training either way, so those two seeds are one setting; other flags stay apart
-    record(work, log, "--seed", "3", "--extra=--amp --lr 0.002")
-    record(work, log, "--seed", "4", "--lr", "0.002", "--extra=--amp")
-    record(work, log, "--seed", "5", "--lr", "0.002", "--extra=--lr 0.003 --amp")  # --extra's rate wins
+    # the learning rate is the decoded checkpoint's: another rate is another setting, however it was
+    # given (--extra or demo.sh's --lr); other flags stay apart; a checkpoint trained at 0.001 stays
+    # at 0.001 whatever demo.sh says now (a finished demo decoded again after the default changed)
+    def trained(name, tag, lr):
+        work = demo_dir(tmp_path / name, FR, two_captions)
+        (work / "bt").mkdir()
+        copy = {**state, "extra_state": {**state["extra_state"], "test_seed": tag},
+                "cfg": {**state["cfg"], "optimization": {**state["cfg"]["optimization"], "lr": [lr]}}}
+        torch.save(copy, work / "bt" / "checkpoint_best.pt")
+        return work
+
+    record(trained("s3", "3 at 0.002", 0.002), log, "--seed", "3", "--extra=--amp --lr 0.002")
+    record(trained("s4", "4 at 0.002", 0.002), log, "--seed", "4", "--lr", "0.002", "--extra=--amp")
+    unsaved = demo_dir(tmp_path / "s5", FR, two_captions)  # no checkpoint: the rate as given, --extra's last
+    record(unsaved, log, "--seed", "5", "--lr", "0.002", "--extra=--lr 0.003 --amp")
+    record(work, log, "--seed", "6", "--lr", "0.002", "--extra=--amp")  # (work: "1 again", trained at 0.001)
     records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
-    assert [r["lr"] for r in records[-6:]] == [0.001, 0.001, 0.001, 0.002, 0.002, 0.003]
+    assert [r["lr"] for r in records[-7:]] == [0.001, 0.001, 0.001, 0.002, 0.002, 0.003, 0.001]
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", tmp_path / "README.md"])
     text = out.read_text(encoding="utf-8")
@@ -152,6 +163,7 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     (fr_en,) = [line for line in text.splitlines() if line.startswith("- fr→en: ")]
     assert "distinct (points) +50.00 (seed 2 only: no interval)" in fr_en, fr_en
     assert "60.0 minutes" not in text and "seeds 1, 2, 3" not in text
+    assert "| `mass-fixed+emb128`, lr 0.001 + `--amp` | smallcap_very_small | 14.0 | 6 | 4 |" in text
     assert "`mass-fixed+emb128`, lr 0.002 + `--amp`, smallcap_very_small, 14.0 minutes, beam 4, seeds 3, 4 " \
            "(mean ± std)" in text
     assert "| `mass-fixed+emb128`, lr 0.002 + `--amp` | smallcap_very_small | 14.0 | 4 | 4 |" in text
@@ -159,7 +171,9 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     assert "minus lr 0.001" not in text  # (no seed trained at both rates in one setting)
 
     # seed 2 trained again at lr 0.002 (fr→en 25% distinct): paired with its lr 0.001 run (50%)
-    record(longer, log, "--seed", "2", "--lr", "0.002")
+    again = trained("s2", "2 at 0.002", 0.002)
+    (again / "test.fr-en.hyp").write_text("\n".join(collapsed) + "\n", encoding="utf-8")
+    record(again, log, "--seed", "2", "--lr", "0.002")
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", tmp_path / "README.md"])
     lines = out.read_text(encoding="utf-8").splitlines()

@@ -63,7 +63,7 @@ def test_stages_run_once_and_a_rerun_with_another_beam_only_decodes(tmp_path):
     (mass,) = calls(tmp_path)[1:]  # (the embeddings, then the failed MASS stage)
     assert mass.startswith("fairseq-train ") and "--lambda-mass 1 " in mass
     assert not list(work.glob("*.finished"))
-    assert (work / "settings").read_text() == "arch=smallcap_very_small minutes=14 seed=1 raw= extra=\n"
+    assert (work / "settings").read_text() == "arch=smallcap_very_small minutes=14 seed=1 raw= extra= lr=0.002\n"
 
     # run again: both stages, then the two decodings with the default beam 4
     result = demo(tmp_path, "--work", work)
@@ -84,7 +84,8 @@ def test_stages_run_once_and_a_rerun_with_another_beam_only_decodes(tmp_path):
     # another seed on it is refused before anything runs; the settings stay
     line = one_line_error(demo(tmp_path, "--work", work, "--seed", "2"))
     assert line == (f"demo.sh: --work {work} was trained with 'arch=smallcap_very_small minutes=14 seed=1 raw= "
-                    "extra=', not 'arch=smallcap_very_small minutes=14 seed=2 raw= extra=': give those or another --work")
+                    "extra= lr=0.002', not 'arch=smallcap_very_small minutes=14 seed=2 raw= extra= lr=0.002': give "
+                    "those or another --work")
     assert calls(tmp_path) == [] and "seed=1 " in (work / "settings").read_text()
 
 
@@ -107,3 +108,21 @@ def test_learning_rate_follows_the_budget(tmp_path):
         assert len(trainings) == 2
         for words in trainings:
             assert [words[i + 1] for i, w in enumerate(words) if w == "--lr"] == rates, (minutes, words)
+
+
+def test_settings_from_before_the_learning_rate_ran_at_0_001(tmp_path):
+    """A settings file written before the rate depended on the budget has no lr=: its training ran
+    at 0.001, so under 30 minutes (now 0.002) it is refused, and from 30 minutes on it is resumed."""
+    for minutes, refused in ((14, True), (40, False)):
+        work = tmp_path / f"old-{minutes}"
+        (work / "mass").mkdir(parents=True)
+        (work / "settings").write_text(f"arch=smallcap_very_small minutes={minutes} seed=1 raw= extra=\n")
+        result = demo(tmp_path, "--work", work, "--minutes", minutes)
+        if refused:
+            assert one_line_error(result).endswith(
+                "extra= lr=0.001', not 'arch=smallcap_very_small minutes=14 seed=1 raw= extra= lr=0.002': give "
+                "those or another --work")
+            assert calls(tmp_path) == []
+        else:
+            assert result.returncode == 0, result.stderr
+            assert sum(c.startswith("fairseq-train ") for c in calls(tmp_path)) == 2

@@ -170,3 +170,18 @@ def test_ratio_rule():
     one_never = time_to_quality({"anchor": anchor, "ours-s1": curve((5, 2.0)), "ours-s2": curve((5, 0.1))})
     assert one_never["ratio_anchor_over_ours"] is None and "ours-s2 never" in one_never["ratio_kind"]
     assert "ratio_mean" not in one_never
+
+
+def test_ours_learning_rate():
+    """Ours trains at demo.sh's rate for its budget (0.002 under 30 minutes, the same boundary as
+    tests/test_demo_script.py checks in demo.sh), unless --extra gives one (the last wins)."""
+    import argparse
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import time_to_quality as ttq
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    for minutes, extra, lr in ((29, "", 0.002), (30, "", 0.001), (10, "--share-all-embeddings", 0.002),
+                               (10, "--lr 0.0007 --amp --lr 0.0009", 0.0009), (86, "--lr=0.0005", 0.0005)):
+        assert ttq.ours_lr(argparse.Namespace(extra=extra), minutes) == lr, (minutes, extra)

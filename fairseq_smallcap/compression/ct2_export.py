@@ -219,21 +219,25 @@ def without_init_embeddings(state: dict, args, checkpoint: str, staging: str) ->
 
 
 def heads_kept(args) -> dict:
-    """The attention heads per module of each side of a structured-pruned model
+    """Side -> (attention heads per module, head size) of a structured-pruned model
     (``--encoder-heads-kept`` / ``--decoder-heads-kept``; the sides not pruned are left out)."""
-    kept = {side: getattr(args, f"{side}_heads_kept", None) for side in ("encoder", "decoder")}
-    return {side: int(n) for side, n in kept.items() if n is not None}
+    kept = {}
+    for side in ("encoder", "decoder"):
+        if getattr(args, f"{side}_heads_kept", None) is not None:
+            kept[side] = (int(getattr(args, f"{side}_heads_kept")),
+                          getattr(args, f"{side}_embed_dim") // getattr(args, f"{side}_attention_heads"))
+    return kept
 
 
 def convert(checkpoint: str, data: str, output_dir: str, quantization: str, model_name: str,
-            kept_heads: Optional[dict] = None, head_dim: Optional[int] = None) -> None:
+            kept_heads: Optional[dict] = None) -> None:
     """CTranslate2's fairseq converter on ``checkpoint``, written to ``output_dir``. The converter
     takes the head count from ``--encoder-attention-heads``, which a head-pruned model keeps (its
-    heads keep their size, ``head_dim`` = ``embed_dim / attention_heads``); ``kept_heads`` (side ->
-    heads) sets each side's count in the converted specification instead, and every attention of
-    that side gets ``head_dim`` (CTranslate2's option for heads narrower than the model), so that
-    CTranslate2 splits the pruned projections into the heads they hold and scales their queries by
-    ``head_dim ** -0.5`` as fairseq does."""
+    heads keep their size, ``embed_dim / attention_heads``); ``kept_heads`` (side -> (heads kept,
+    head size)) sets each side's count in the converted specification instead, and every attention
+    of that side gets the head size (CTranslate2's ``head_dim``, its option for heads narrower than
+    the model), so that CTranslate2 splits the pruned projections into the heads they hold and
+    scales their queries by ``head_dim ** -0.5`` as fairseq does."""
     import_ctranslate2()
     import numpy as np
     from ctranslate2.converters import FairseqConverter
@@ -242,7 +246,7 @@ def convert(checkpoint: str, data: str, output_dir: str, quantization: str, mode
     class HeadsKeptConverter(FairseqConverter):
         def _load(self):
             spec = super()._load()
-            for side, heads in (kept_heads or {}).items():
+            for side, (heads, head_dim) in (kept_heads or {}).items():
                 getattr(spec, side).num_heads = np.dtype("int16").type(heads)
                 for layer in getattr(spec, side).layer:
                     for attention in vars(layer).values():
@@ -296,7 +300,7 @@ def export(checkpoint: str, data: str, out: str, quantization: str = "float32", 
         "spm_model": SPM_MODEL,
         "max_source_positions": int(getattr(args, "max_source_positions", 1024)),
         "max_target_positions": int(getattr(args, "max_target_positions", 1024)),
-        **({"heads_kept": heads_kept(args)} if heads_kept(args) else {}),
+        **({"heads_kept": {side: heads for side, (heads, _) in kept.items()}} if (kept := heads_kept(args)) else {}),
         "source": "[lang_tokens[src], sentencepiece pieces..., '</s>']",
         "target_prefix": "[lang_tokens[tgt]] (the decoder's first token; not in the hypothesis)",
         "ctranslate2": import_ctranslate2().__version__,
@@ -309,8 +313,7 @@ def export(checkpoint: str, data: str, out: str, quantization: str = "float32", 
                     f"{quantization} weights")
         source = without_init_embeddings(state, args, checkpoint, staging)
         del state
-        convert(source, data, model_dir, quantization, model_name, heads_kept(args),
-                args.encoder_embed_dim // args.encoder_attention_heads)
+        convert(source, data, model_dir, quantization, model_name, kept)
         shutil.copyfile(os.path.join(data, SPM_MODEL), os.path.join(model_dir, SPM_MODEL))
         metadata["bytes"] = sum(os.path.getsize(os.path.join(model_dir, name)) for name in os.listdir(model_dir))
         with open(os.path.join(model_dir, METADATA), "w", encoding="utf-8") as f:
