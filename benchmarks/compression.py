@@ -321,8 +321,9 @@ def build_variant(name, args, work: Path):
     record = vdir / "built.json"
     built = done_json(record)
     kind = variant_kind(name)
-    train_flags = {"lowrank": args.lowrank_train_flags, "structured": args.structured_train_flags}.get(kind)
-    if built and kind in ("lowrank", "structured"):  # its files are those of its fine-tuning, or of none
+    fine_tunable = {"lowrank": args.lowrank_train_flags, "structured": args.structured_train_flags}
+    train_flags = fine_tunable.get(kind)
+    if built and kind in fine_tunable:  # its files are those of its fine-tuning, or of none
         was = built.get("train_flags", train_flags if built["fine_tuned"] == bool(train_flags) else "(others)")
         if was != train_flags:  # (a description from before the flags were kept: known by fine_tuned)
             raise BenchError(f"{name}: built in {vdir} with fine-tuning flags {was!r}, not {train_flags!r}: "
@@ -332,7 +333,7 @@ def build_variant(name, args, work: Path):
     anchor = work / ANCHOR / "model.pt"
     logs = vdir / "logs"
     info = {"variant": name, "kind": kind, "fine_tuned": False,
-            **({"train_flags": train_flags} if kind in ("lowrank", "structured") else {})}
+            **({"train_flags": train_flags} if kind in fine_tunable else {})}
     if kind == ANCHOR:
         strip_checkpoint(args.checkpoint, anchor)
         info.update(engine="fairseq-generate", model=str(anchor), size_path=str(anchor), quantization="float32")

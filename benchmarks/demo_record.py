@@ -24,21 +24,20 @@ from scoring import read_lines, translation_scores
 
 PAIRS = ("en-fr", "fr-en")
 DISTINCT_TARGET = 0.95
+RECIPE_LR = 0.001  # the measured recipe's learning rate, and demo.sh's before it depended on the budget
 
 
 class DemoRecordError(Exception):
     """A demo directory this script cannot read; reported in one line."""
 
 
-def updates_of(checkpoint: Path):
-    """The number of updates a fairseq checkpoint was saved at (None when it is missing)."""
-    state = load(checkpoint)
+def updates_of(state):
+    """The number of updates a fairseq checkpoint's state was saved at (None without a state)."""
     return None if state is None else (state.get("optimizer_history") or [{}])[-1].get("num_updates")
 
 
-def lr_of(checkpoint: Path):
-    """The (first) learning rate a fairseq checkpoint was trained with (None when it is missing)."""
-    state = load(checkpoint)
+def lr_of(state):
+    """The (first) learning rate a fairseq checkpoint's state was trained with (None without one)."""
     lr = None if state is None else ((state.get("cfg") or {}).get("optimization") or {}).get("lr")
     return float(lr[0]) if isinstance(lr, (list, tuple)) and lr else lr
 
@@ -69,19 +68,22 @@ def checkpoint_sha1(checkpoint: Path):
         return hashlib.file_digest(f, "sha1").hexdigest()[:12]
 
 
-def lr_of_extra(extra: str):
-    """The learning rate an ``--extra`` string sets (its last ``--lr``: fairseq-train, like argparse,
-    keeps the last), as a float; None when it sets none."""
-    words, lr = (extra or "").split(), None  # (split as demo.sh's unquoted $EXTRA is)
-    for i, word in enumerate(words):
-        if word == "--lr" and i + 1 < len(words):
-            lr = words[i + 1]
+def split_lr(extra: str):
+    """(the learning rate an ``--extra`` string sets, its other words): the rate is its last ``--lr``
+    (fairseq-train, like argparse, keeps the last), a float (a schedule of several rates, "0.001,0.002",
+    as written), None when it sets none. Split as demo.sh's unquoted $EXTRA is."""
+    words, lr, rest = iter((extra or "").split()), None, []
+    for word in words:
+        if word == "--lr":
+            lr = next(words, lr)
         elif word.startswith("--lr="):
             lr = word[len("--lr="):]
+        else:
+            rest.append(word)
     try:
-        return None if lr is None else float(lr)
-    except ValueError:  # a schedule of several rates ("0.001,0.002"): kept as written
-        return lr
+        return None if lr is None else float(lr), rest
+    except ValueError:
+        return lr, rest
 
 
 def scores_of(work: Path) -> dict:
@@ -113,7 +115,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=1, help="the demo's --seed (training seed)")
     parser.add_argument("--extra", default="", help="the demo's --extra (fairseq-train flags on top of its recipe)")
     parser.add_argument("--beam", type=int, default=4, help="the demo's --beam (beam size of the test translations)")
-    parser.add_argument("--lr", type=float, default=0.001,
+    parser.add_argument("--lr", type=float, default=RECIPE_LR,
                         help="the learning rate demo.sh gave both stages (an --lr in --extra overrides it)")
     parser.add_argument("--resumed", action="store_true", help="the demo resumed an earlier, interrupted run")
     parser.add_argument("--decoded-only", action="store_true",
@@ -123,10 +125,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     try:
         figures = scores_of(args.work)
-        updates = {name: updates_of(args.work / stage / f"checkpoint_{which}.pt")
-                   for name, stage, which in (("mass_updates", "mass", "last"), ("finetune_updates", "bt", "last"),
-                                              ("finetune_best_updates", "bt", "best"))}
-        trained_lr = lr_of(args.work / "bt" / "checkpoint_best.pt")
+        states = {name: load(args.work / stage / f"checkpoint_{which}.pt")
+                  for name, stage, which in (("mass_updates", "mass", "last"), ("finetune_updates", "bt", "last"),
+                                             ("finetune_best_updates", "bt", "best"))}
     except DemoRecordError as e:
         print(f"demo_record.py: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -143,8 +144,9 @@ def main(argv=None) -> dict:
         "beam": args.beam,
         # the learning rate the decoded checkpoint was trained with (without one: demo.sh's, or the
         # one --extra gave on top of it)
-        "lr": trained_lr if trained_lr is not None else lr if (lr := lr_of_extra(args.extra)) is not None else args.lr,
-        **updates,  # finetune_best_updates: those of checkpoint_best.pt, the one decoded
+        "lr": next(lr for lr in (lr_of(states["finetune_best_updates"]), split_lr(args.extra)[0], args.lr)
+                   if lr is not None),
+        **{name: updates_of(state) for name, state in states.items()},  # finetune_best: checkpoint_best.pt's
         # which training run was decoded: records of one checkpoint decoded two ways pair by it
         "checkpoint_sha1": checkpoint_sha1(args.work / "bt" / "checkpoint_best.pt"),
         "figures": figures,

@@ -18,9 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from curation_ablation import DEFAULT_RECIPE, LEGACY_RECIPE, SYSTEMS, report_diagnostics, report_paired, table_order  # (beside this script)
+from curation_ablation import (DEFAULT_RECIPE, LEGACY_RECIPE, SYSTEMS, report_diagnostics,  # (beside this script)
+                               report_paired, table_order)
 from curation_ablation import recipe as recipe_of
-from demo_record import lr_of_extra
+from demo_record import RECIPE_LR, split_lr
 from scoring import format_paired, mean_std, paired_differences
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -154,11 +155,11 @@ def best_groups(rows):
     """Per recipe, its best (arch, system) by mean test BLEU over seeds; best first among those
     with at least MIN_SEEDS seeds, then the others, best first; the legacy recipe (MASS as first
     landed) last, as where the recipes started."""
-    best = {}
     def rank(key, runs):  # a group measured on MIN_SEEDS seeds before a higher mean on fewer; the
         # legacy recipe's baseline, the starting point, before its curation systems
         return len(runs) >= MIN_SEEDS, key[0] == LEGACY_RECIPE and key[2] == "baseline", group_mean(runs)
 
+    best = {}
     for key, runs in groups_of(rows).items():
         if key[0] not in best or rank(key, runs) > rank(*best[key[0]]):
             best[key[0]] = (key, runs)
@@ -305,9 +306,9 @@ def readme_results(rows, ledger_link: str, bench_link: str) -> str:
               + ("A single seed measures no spread between runs. " if any(len(g[1]) == 1 for g in chosen) else "")
               + (f"Recipes with fewer than {MIN_SEEDS} seeds come after those with {MIN_SEEDS} or more, "
                  "whatever their mean. " if any(len(g[1]) < MIN_SEEDS for g in chosen) else "")
-              + f"One row per recipe, its best system (among those measured on {MIN_SEEDS} seeds or more, if any); "
-              f"MASS as first landed (`{LEGACY_RECIPE}`, its baseline) last. Every run and recipe, with the diagnostics: "
-              f"[benchmarks/README.md]({bench_link}); the records: [the ledger]({ledger_link})."]
+              + f"One row per recipe, its best system (among those measured on {MIN_SEEDS} seeds or more, if "
+              f"any); MASS as first landed (`{LEGACY_RECIPE}`, its baseline) last. Every run and recipe, with the "
+              f"diagnostics: [benchmarks/README.md]({bench_link}); the records: [the ledger]({ledger_link})."]
     steps = [line for key, group in chosen if len(group) >= MIN_SEEDS  # each step of the recipe
              for line in comparison_lines(rows, *key, group)] + curation_lines(rows)
     if steps:
@@ -598,26 +599,25 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
-DEMO_LR = 0.001  # demo.sh's rate before it depended on the budget, and the measured recipe's
-
-
 def demo_setting(record) -> tuple:
     """A demo record's setting: its recipe, the learning rate both stages trained with, and its other
     ``--extra`` flags. An ``--lr`` in ``--extra`` is the same training as demo.sh giving that rate
     itself, so such records group with those; records from before the rate was recorded ran demo.sh's
     0.001 unless their ``--extra`` set one."""
-    words = (record.get("extra") or "").split()  # (as demo.sh splits its unquoted $EXTRA)
-    rest = [w for i, w in enumerate(words)
-            if not (w == "--lr" or w.startswith("--lr=") or (i and words[i - 1] == "--lr"))]
-    lr = record.get("lr", lr_of_extra(record.get("extra")))
-    return record.get("recipe", "mass-fixed+emb128"), DEMO_LR if lr is None else lr, " ".join(rest)
+    extra_lr, rest = split_lr(record.get("extra"))
+    lr = record.get("lr", extra_lr)
+    return record.get("recipe", "mass-fixed+emb128"), RECIPE_LR if lr is None else lr, " ".join(rest)
+
+
+def setting_text(recipe, lr, rest) -> str:
+    """A demo setting as the tables write it (without the rate when ``lr`` is None)."""
+    lr_text = "" if lr is None else f", lr {format(lr, 'g') if isinstance(lr, float) else lr}"  # (a schedule: as written)
+    return f"`{recipe}`{lr_text}" + (f" + `{rest}`" if rest else "")
 
 
 def recipe_text(record) -> str:
     """A demo record's setting as the tables write it."""
-    recipe, lr, rest = demo_setting(record)
-    lr_text = format(lr, "g") if isinstance(lr, float) else lr  # (a schedule of rates: as written)
-    return f"`{recipe}`, lr {lr_text}" + (f" + `{rest}`" if rest else "")
+    return setting_text(*demo_setting(record))
 
 
 def demo_decoding_lines(records) -> list:
@@ -642,7 +642,8 @@ def demo_decoding_lines(records) -> list:
         by_setting[key] = decoded
         if len(decoded) < 2:
             continue
-        setting = f"{recipe_text(group[0])}, {key[3]}, {key[4]} minutes"
+        recipe, lr, rest, arch, minutes = key
+        setting = f"{setting_text(recipe, lr, rest)}, {arch}, {minutes} minutes"
         beams = sorted({b for by_beam in decoded.values() for b in by_beam}, key=lambda b: (b != 4, b))
         for beam in beams:
             runs = [by_beam[beam] for _, by_beam in sorted(decoded.items()) if beam in by_beam]
@@ -656,11 +657,11 @@ def demo_decoding_lines(records) -> list:
                 f"{setting}, beam {beam}{' (greedy)' if beam == 1 else ''} minus beam 4, the same checkpoints",
                 {s: d[4] for s, d in decoded.items() if 4 in d}, {s: d[beam] for s, d in decoded.items() if beam in d})
     for (recipe, lr, rest, arch, minutes), decoded in by_setting.items():
-        reference = by_setting.get((recipe, DEMO_LR, rest, arch, minutes))
-        if lr == DEMO_LR or reference is None:
+        reference = by_setting.get((recipe, RECIPE_LR, rest, arch, minutes))
+        if lr == RECIPE_LR or reference is None:
             continue
-        setting = f"`{recipe}`" + (f" + `{rest}`" if rest else "") + f", {arch}, {minutes} minutes, beam 4"
-        lines += paired_demo_lines(f"{setting}: lr {lr} minus lr {DEMO_LR}, the same seeds",
+        setting = f"{setting_text(recipe, None, rest)}, {arch}, {minutes} minutes, beam 4"
+        lines += paired_demo_lines(f"{setting}: lr {lr} minus lr {RECIPE_LR}, the same seeds",
                                    {s: d[4] for s, d in reference.items() if 4 in d},
                                    {s: d[4] for s, d in decoded.items() if 4 in d})
     return lines
@@ -773,7 +774,7 @@ TTQ_INTRO = ("`benchmarks/time_to_quality.py` trains the anchor (fairseq's `onli
 def ttq_recipe(record) -> str:
     """Ours' recipe in a time-to-quality record, with its learning rate (records from before it was
     recorded trained at 0.001)."""
-    return f"`{record.get('recipe', '–')}`, lr {(record.get('setup') or {}).get('ours_lr', 0.001):g}"
+    return f"`{record.get('recipe', '–')}`, lr {(record.get('setup') or {}).get('ours_lr', RECIPE_LR):g}"
 
 
 def time_to_quality_section(records, ledger: Path, out_dir: Path) -> str:

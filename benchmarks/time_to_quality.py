@@ -90,7 +90,7 @@ from pathlib import Path
 import bt_speed  # (benchmarks/, beside this script)
 import scoring
 from curation_ablation import BIN, REPO, USER_DIR, common_flags, provenance
-from demo_record import lr_of_extra
+from demo_record import RECIPE_LR, split_lr
 
 RECIPE = "mass-fixed+emb128"
 MASS_SHARE = 0.3  # of the training time left after the embeddings (examples/multi30k/demo.sh)
@@ -145,13 +145,13 @@ def save_flags(save_every_updates: int, save_dir: Path):
 def budget_lr(minutes: float) -> float:
     """examples/multi30k/demo.sh's learning rate of both stages: 0.002 under a 30-minute budget,
     else common_flags' 0.001."""
-    return 0.002 if minutes < 30 else 0.001
+    return 0.002 if minutes < 30 else RECIPE_LR
 
 
 def ours_lr(args, minutes: float):
     """The learning rate ours trains with: the last ``--lr`` of ``--extra`` (fairseq-train keeps the
     last), else demo.sh's for the budget."""
-    lr = lr_of_extra(args.extra)
+    lr, _ = split_lr(args.extra)
     return budget_lr(minutes) if lr is None else lr
 
 
@@ -237,7 +237,7 @@ class SystemRun:
         self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {
             "system": name, "stages": {}, "checkpoints": [], "next_mark_s": checkpoint_minutes * 60, **config}
         if name != "anchor":
-            self.state.setdefault("lr", 0.001)  # (a run from before ours' rate depended on its budget)
+            self.state.setdefault("lr", RECIPE_LR)  # (a run from before ours' rate depended on its budget)
         changed = [f"{key} {self.state[key]!r}, now {value!r}" for key, value in config.items()
                    if key in self.state and self.state[key] != value
                    and not (isinstance(value, float) and abs(self.state[key] - value) < 1e-6)]

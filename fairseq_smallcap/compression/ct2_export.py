@@ -288,6 +288,7 @@ def export(checkpoint: str, data: str, out: str, quantization: str = "float32", 
         raise CT2ExportError(f"checkpoint {checkpoint}: no languages (--mono-langs) in its configuration")
     rows = check_weights(state, checkpoint)
     dict_path = check_data(data, langs, rows)
+    kept = heads_kept(args)
     metadata = {
         "format": FORMAT_VERSION,
         "checkpoint": os.path.abspath(checkpoint),
@@ -300,7 +301,7 @@ def export(checkpoint: str, data: str, out: str, quantization: str = "float32", 
         "spm_model": SPM_MODEL,
         "max_source_positions": int(getattr(args, "max_source_positions", 1024)),
         "max_target_positions": int(getattr(args, "max_target_positions", 1024)),
-        **({"heads_kept": {side: heads for side, (heads, _) in kept.items()}} if (kept := heads_kept(args)) else {}),
+        **({"heads_kept": {side: heads for side, (heads, _) in kept.items()}} if kept else {}),
         "source": "[lang_tokens[src], sentencepiece pieces..., '</s>']",
         "target_prefix": "[lang_tokens[tgt]] (the decoder's first token; not in the hypothesis)",
         "ctranslate2": import_ctranslate2().__version__,
