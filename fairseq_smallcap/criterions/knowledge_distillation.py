@@ -62,6 +62,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from omegaconf import II
 
+from .. import clean_exit
 from ..errors import DictionaryMismatchError, SmallcapError, reported
 
 logger = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ class KnowledgeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
                  kd_selection="none", kd_selection_ratio=0.5, train_subset="train", valid_subset="valid",
                  teacher=None):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
+        clean_exit.install()  # with fairseq's own tasks too: a run stopped mid-epoch exits 0
         self.alpha, self.temperature, self.topk = kd_alpha, kd_temperature, kd_topk
         self.selection, self.selection_ratio = str(kd_selection), kd_selection_ratio
         self._check_flags(teacher_path, teacher_topk_data, teacher)

@@ -54,6 +54,7 @@ from fairseq.models.lstm import Embedding, Linear
 from fairseq.modules import FairseqDropout
 from torch import Tensor
 
+from .. import clean_exit
 from ..errors import SmallcapError, reported
 from .pretrained_embeddings import init_embeddings, task_dict_path
 from .smallcap_transformer import check_vocabulary
@@ -116,6 +117,7 @@ class SmallcapBiGRUModel(FairseqEncoderDecoderModel):
     @classmethod
     @reported
     def build_model(cls, args, task):
+        clean_exit.install()  # with fairseq's own tasks too: a run stopped mid-epoch exits 0
         smallcap_bigru(args)  # default whatever the command line did not set
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
         encoder_embed = Embedding(len(src_dict), args.encoder_embed_dim, src_dict.pad())

@@ -17,6 +17,7 @@ Every option stays overridable from the command line as with any fairseq archite
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture
 
+from .. import clean_exit
 from ..errors import DictionaryMismatchError, reported  # noqa: F401  (DictionaryMismatchError: raised here)
 from .pretrained_embeddings import init_embeddings, task_dict_path
 from ..compression.lowrank import add_low_rank_args, apply_low_rank_args  # low-rank factorisation options
@@ -71,6 +72,7 @@ class SmallcapTransformerModel(TransformerModel):
     @classmethod
     @reported
     def build_model(cls, args, task):
+        clean_exit.install()  # with fairseq's own tasks too: a run stopped mid-epoch exits 0
         model = super().build_model(args, task)
         path = getattr(args, "init_embeddings", None)
         if path:

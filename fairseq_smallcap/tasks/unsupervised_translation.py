@@ -51,6 +51,7 @@ from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import FairseqTask, register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask, load_langpair_dataset
 
+from .. import clean_exit
 from ..backtranslation import greedy_decode, make_backtranslated_source
 from ..curation import import_plugins
 from ..curation.bt_filter import BackTranslationFilter, select_rows
@@ -290,6 +291,7 @@ class UnsupervisedTranslationTask(TranslationTask):
     @classmethod
     @reported
     def setup_task(cls, cfg: UnsupervisedTranslationConfig, **kwargs):
+        clean_exit.install()  # a run stopped mid-epoch exits 0, not SIGABRT
         paths = utils.split_paths(cfg.data) if cfg.data else []
         if not paths:
             raise UnsupervisedTranslationError("unsupervised_translation: no data directory given")
