@@ -14,8 +14,8 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 # A command killed by a fatal signal (SIGABRT, SIGSEGV) prints every thread's Python stack to its
-# stderr, which a failed run() shows: a rare abort at a command's exit (seen once in CI, from
-# fairseq-train's KD run in test_teacher_topk) can then be traced to the thread that caused it.
+# stderr, which a failed run() shows, so an abort can be traced to the thread that caused it (as
+# the abort at fairseq-train's exit was, to fairseq's prefetching thread: see clean_exit).
 os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
