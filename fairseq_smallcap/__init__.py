@@ -3,7 +3,7 @@
 Load it with ``--user-dir fairseq_smallcap`` (or ``import fairseq_smallcap``): it registers the
 ``unsupervised_translation`` task, the ``smallcap_transformer`` model with the four Table 1
 sizes, the recurrent ``smallcap_bigru`` student and the ``knowledge_distillation`` criterion,
-and makes fairseq checkpoints load under torch's weights-only loader -- and nothing else: no
+and makes fairseq checkpoints load under torch's weights-only loader -- on import, nothing else: no
 process-wide hook, and no optional dependency (OpusFilter, language identifiers, plotting) is
 imported until a command uses it. Building one of its components (task, models, criterion)
 registers an exit handler that stops fairseq's batch-prefetching thread, so a run stopped
