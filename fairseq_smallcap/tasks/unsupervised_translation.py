@@ -51,7 +51,6 @@ from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import FairseqTask, register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask, load_langpair_dataset
 
-from .. import clean_exit
 from ..backtranslation import greedy_decode, make_backtranslated_source
 from ..curation import import_plugins
 from ..curation.bt_filter import BackTranslationFilter, select_rows
@@ -291,7 +290,6 @@ class UnsupervisedTranslationTask(TranslationTask):
     @classmethod
     @reported
     def setup_task(cls, cfg: UnsupervisedTranslationConfig, **kwargs):
-        clean_exit.install()  # a run stopped mid-epoch exits 0, not SIGABRT
         paths = utils.split_paths(cfg.data) if cfg.data else []
         if not paths:
             raise UnsupervisedTranslationError("unsupervised_translation: no data directory given")
@@ -472,7 +470,8 @@ class UnsupervisedTranslationTask(TranslationTask):
         # thread building the next batches, and under Python 3.11 a daemon thread caught inside
         # torch at interpreter exit aborts the finished run ("terminate called without an active
         # exception", exit status 134; every run with OMP_NUM_THREADS=1 here). With --num-workers
-        # N the DataLoader's worker processes still prefetch.
+        # N the DataLoader's worker processes still prefetch. (fairseq's own tasks, with our models
+        # or criterion, keep the thread and are covered by clean_exit instead.)
         kwargs["data_buffer_size"] = 0
         curriculum = isinstance(dataset, _EpochRoundRobinZipDatasets) and bool(dataset.difficulty_cdf)
         if curriculum:
