@@ -275,12 +275,18 @@ def curation_lines(rows) -> list:
     """Each curation system against the baseline of its recipe and size, on the seeds both have
     (at least MIN_SEEDS): the per-seed difference of the mean BLEU with its 95% interval."""
     lines = []
-    for (name, arch, system), _runs in sorted(groups_of(rows).items()):
+    for (name, arch, system), runs in sorted(groups_of(rows).items()):
         if system == "baseline":
             continue
         paired = paired_differences(seed_means(rows, name, arch, "baseline"), seed_means(rows, name, arch, system))
         if len(paired["seeds"]) >= MIN_SEEDS:
-            lines.append(f"- curation `{system}` against `baseline` (`{name}`, `{arch}`): {format_paired(paired)}")
+            tests = [r.get("paired_bs_vs_baseline") or {} for r in runs if r["seed"] in paired["seeds"]]
+            bootstrap = ""
+            if all(d in t for t in tests for d, _ in DIRECTIONS):  # every seed's outputs kept on both sides
+                p = max(t[d][metric]["p_value"] for t in tests for d, _ in DIRECTIONS for metric in ("bleu", "chrf"))
+                bootstrap = f"; paired bootstrap p ≤ {p:.3f}"
+            lines.append(f"- curation `{system}` against `baseline` (`{name}`, `{arch}`): {format_paired(paired)}"
+                         f"{bootstrap}")
     return lines
 
 
@@ -309,8 +315,10 @@ def readme_results(rows, ledger_link: str, bench_link: str) -> str:
               + f"One row per recipe, its best system (among those measured on {MIN_SEEDS} seeds or more, if "
               f"any); MASS as first landed (`{LEGACY_RECIPE}`, its baseline) last. Every run and recipe, with the "
               f"diagnostics: [benchmarks/README.md]({bench_link}); the records: [the ledger]({ledger_link})."]
-    steps = [line for key, group in chosen if len(group) >= MIN_SEEDS  # each step of the recipe
-             for line in comparison_lines(rows, *key, group)] + curation_lines(rows)
+    groups = groups_of(rows)
+    baselines = [((name, arch, "baseline"), groups.get((name, arch, "baseline"), [])) for (name, arch, _), _ in chosen]
+    steps = [line for key, group in baselines if len(group) >= MIN_SEEDS  # each step of the recipe: a
+             for line in comparison_lines(rows, *key, group)] + curation_lines(rows)  # recipe's baselines
     if steps:
         lines += ["", "Each step on the seeds both sides have (per-seed difference of the mean BLEU, 95% t interval; "
                   "the sacreBLEU paired bootstrap where both sides' outputs are kept: the largest p over seeds, "

@@ -80,6 +80,12 @@ def test_tables_come_from_the_ledger(tmp_path):
     # on 2 seeds only (no line: fewer than 3)
     curated = [{**b, "system": "all", "en-fr": m, "fr-en": m, "mean": m} for b, m in zip(base, (91.0, 91.0, 94.0))]
     curated += [{**b, "system": "static", "en-fr": 99.0, "fr-en": 99.0, "mean": 99.0} for b in base[:2]]
+    # curation on the fake recipe, above its baseline: the recipe's row shows it, and the recipe's step
+    # against the base recipe is still measured on the baselines of both
+    # (each seed with its paired bootstrap against that baseline: the largest p, 0.2, is the line's)
+    against_baseline = {d: {"bleu": {"p_value": p}, "chrf": {"p_value": 0.01}} for d, p in (("en-fr", 0.2), ("fr-en", 0.03))}
+    curated += [{**fake, "seed": s, "system": "all", "en-fr": 98.5, "fr-en": 98.5, "mean": 98.5,
+                 "paired_bs_vs_baseline": against_baseline} for s in (7, 8, 9)]
     with open(results / LEDGER.name, "a", encoding="utf-8") as f:
         for record in (*({**fake, "seed": s, "paired_bs_vs_recipe": bootstrap} for s in (7, 8, 9)), anecdote, *base,
                        *curated):
@@ -94,8 +100,8 @@ def test_tables_come_from_the_ledger(tmp_path):
     assert after_readme != before_readme and after_out != before_out
     # the best recipe now is the fake one: its scores and its recorded command fill the README's table
     rows = [line for line in after_readme.splitlines() if line.startswith("| `")]
-    assert rows[0] == ("| `test-only-recipe` | `smallcap_very_small` | baseline | 3 (seeds 7, 8, 9) | 98.21 ± 0.00 | "
-                       "98.76 ± 0.00 | 97.65 ± 0.00 | 77.70 ± 0.00 | 77.70 ± 0.00 |"), rows
+    assert rows[0] == ("| `test-only-recipe` | `smallcap_very_small` | all | 3 (seeds 7, 8, 9) | 98.50 ± 0.00 | "
+                       "98.50 ± 0.00 | 98.50 ± 0.00 | 77.70 ± 0.00 | 77.70 ± 0.00 |"), rows
     assert any(r.startswith("| `test-only-anecdote` |") for r in rows[1:])
     assert "python reproduce-the-fake-run.py" in after_readme and "reproduce-the-anecdote" not in after_readme
     (step,) = [line for line in after_readme.splitlines() if line.startswith("- `test-only-recipe` against")]
@@ -103,7 +109,9 @@ def test_tables_come_from_the_ledger(tmp_path):
         step.endswith("; paired bootstrap p ≤ 0.004"), step
     (curation,) = [line for line in after_readme.splitlines() if "(`test-only-base`" in line]
     assert curation.startswith("- curation `all` against `baseline` (`test-only-base`, `smallcap_very_small`): "
-                               "+0.67 [-0.77, +2.10] (3 seeds: "), curation
+                               "+0.67 [-0.77, +2.10] (3 seeds: ") and curation.endswith(")"), curation
+    (curation,) = [line for line in after_readme.splitlines() if "(`test-only-recipe`" in line]
+    assert curation.endswith("(3 seeds: +0.29, +0.29, +0.29); paired bootstrap p ≤ 0.200"), curation
     assert "### Recipe `test-only-recipe`" in after_out and "98.76" in after_out
     # the rest of the README is left as it was (the compression block is generated too: its links
     # are relative to where the README is)
