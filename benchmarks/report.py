@@ -253,6 +253,14 @@ def link(target: Path, start: Path) -> str:
 # the README's results table
 
 
+def largest_p(tests) -> str:
+    """``; paired bootstrap p ≤ P``: the largest sacreBLEU paired-bootstrap p value of ``tests``
+    (direction -> metric -> test, one per seed) over their directions, BLEU and chrF ("" without any)."""
+    p_values = [test[d][metric]["p_value"] for test in tests for d, _ in DIRECTIONS if d in test
+                for metric in ("bleu", "chrf")]
+    return f"; paired bootstrap p ≤ {max(p_values):.3f}" if p_values else ""
+
+
 def comparison_lines(rows, name, arch, system, runs):
     """A recipe against each recipe its records were paired with (``paired_bs_vs_recipe``; the
     default recipe, whose MASS fix has no paired bootstrap, against the legacy one): the per-seed
@@ -264,9 +272,7 @@ def comparison_lines(rows, name, arch, system, runs):
         paired = paired_differences(seed_means(rows, other, arch, system), seed_means(rows, name, arch, system))
         if not paired["seeds"]:
             continue
-        p_values = [r["paired_bs_vs_recipe"][d][metric]["p_value"] for r in runs if against_recipe(r) == other
-                    for d, _ in DIRECTIONS for metric in ("bleu", "chrf") if d in r["paired_bs_vs_recipe"]]
-        bootstrap = f"; paired bootstrap p ≤ {max(p_values):.3f}" if p_values else ""
+        bootstrap = largest_p([r["paired_bs_vs_recipe"] for r in runs if against_recipe(r) == other])
         lines.append(f"- `{name}` against `{other}`: {format_paired(paired)}{bootstrap}")
     return lines
 
@@ -281,10 +287,8 @@ def curation_lines(rows) -> list:
         paired = paired_differences(seed_means(rows, name, arch, "baseline"), seed_means(rows, name, arch, system))
         if len(paired["seeds"]) >= MIN_SEEDS:
             tests = [r.get("paired_bs_vs_baseline") or {} for r in runs if r["seed"] in paired["seeds"]]
-            bootstrap = ""
-            if all(d in t for t in tests for d, _ in DIRECTIONS):  # every seed's outputs kept on both sides
-                p = max(t[d][metric]["p_value"] for t in tests for d, _ in DIRECTIONS for metric in ("bleu", "chrf"))
-                bootstrap = f"; paired bootstrap p ≤ {p:.3f}"
+            complete = all(d in t for t in tests for d, _ in DIRECTIONS)  # every seed's outputs kept, both sides
+            bootstrap = largest_p(tests) if complete else ""
             lines.append(f"- curation `{system}` against `baseline` (`{name}`, `{arch}`): {format_paired(paired)}"
                          f"{bootstrap}")
     return lines
@@ -316,7 +320,8 @@ def readme_results(rows, ledger_link: str, bench_link: str) -> str:
               f"any); MASS as first landed (`{LEGACY_RECIPE}`, its baseline) last. Every run and recipe, with the "
               f"diagnostics: [benchmarks/README.md]({bench_link}); the records: [the ledger]({ledger_link})."]
     groups = groups_of(rows)
-    baselines = [((name, arch, "baseline"), groups.get((name, arch, "baseline"), [])) for (name, arch, _), _ in chosen]
+    baselines = [((recipe, size, "baseline"), groups.get((recipe, size, "baseline"), []))
+                 for (recipe, size, _system), _runs in chosen]
     steps = [line for key, group in baselines if len(group) >= MIN_SEEDS  # each step of the recipe: a
              for line in comparison_lines(rows, *key, group)] + curation_lines(rows)  # recipe's baselines
     if steps:

@@ -4,7 +4,7 @@ fairseq-train stopped by --max-update leaves fairseq's prefetching thread (Backg
 collating batches; at exit, Python 3.11 unwinds that daemon thread through torch's C++ code and
 the process aborts ("terminate called without an active exception"). Seen in CI at random, from
 tiny fairseq-train runs. Here fairseq's own BufferedIterator is made busy on purpose: the batches
-are torch work and the buffer is larger than the epoch, so the thread is always in torch when
+are torch work and the buffer holds the whole epoch, so the thread is always in torch when
 the main thread returns.
 """
 import json
@@ -19,7 +19,6 @@ from test_teacher_topk import translation_flags
 
 SCRIPT = """
 import sys
-import threading
 import torch
 from fairseq.data.iterators import BufferedIterator
 import fairseq_smallcap

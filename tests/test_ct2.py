@@ -1,5 +1,6 @@
 """smallcap-export-ct2 and smallcap-translate: CTranslate2 export of a trained model, its
 equality with fairseq-generate, one output line per input line, and bad input."""
+import json
 import os
 import sys
 
@@ -94,8 +95,6 @@ def test_head_pruned_model_exports_with_its_head_count(tiny_data, tmp_path):
          "--data", tiny_data, "--encoder-prune-heads", "2", "--decoder-prune-heads", "1", "--ffn-keep", "0.5",
          "--importance", "weight", "--out", pruned])
     run([*EXPORT, pruned, "--data", tiny_data, "--out", out, "--quantization", "float32"])
-    import json
-
     assert json.loads((out / "smallcap_ct2.json").read_text())["heads_kept"] == {"encoder": 2, "decoder": 3}
     for src, tgt in (("en", "fr"), ("fr", "en")):
         expected = fairseq_hypotheses(tiny_data, pruned, src, tgt)
