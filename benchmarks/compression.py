@@ -303,6 +303,13 @@ def fine_tune(data: Path, init: Path, save_dir: Path, flags: str, extra, log: Pa
     return last
 
 
+def checkpoint_arch(path: Path) -> str:
+    """The ``--arch`` a checkpoint was trained with (its model options)."""
+    model = load_state(path)["cfg"]["model"]
+    options = model if isinstance(model, dict) else vars(model)  # fairseq keeps legacy archs' as a Namespace
+    return options.get("arch") or options.get("_name") or "–"
+
+
 def structured_shape_flags(pruned: Path) -> list:
     """The fairseq-train flags that build a model of a structured-pruned checkpoint's shapes (its
     model options, written by smallcap-prune-structured), so that --finetune-from-model loads it."""
@@ -921,7 +928,8 @@ def _main(args):
         print(f"skipped {name}: {why}")
     record = {
         "figures": {"variants": rows, "pareto": front, "targets": goals, "skipped": skipped},
-        "setup": {"checkpoint": str(args.checkpoint), "data": str(args.data), "test_lines": args.test_lines,
+        "setup": {"checkpoint": str(args.checkpoint), "arch": checkpoint_arch(args.checkpoint),
+                  "data": str(args.data), "test_lines": args.test_lines,
                   "speed_sentences": args.speed_sentences, "speed_direction": args.speed_direction,
                   "threads": args.threads, "ct2_layout": args.ct2_layout,
                   "min_speed_seconds": args.min_speed_seconds, "batch_sizes": args.batch_sizes, "beams": args.beams,

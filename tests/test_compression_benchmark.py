@@ -40,6 +40,7 @@ def test_compression_benchmark_record(tiny_data, trained_checkpoint, tmp_path):
     for key in ("command", "commit", "git_commit", "worktree_modified", "machine", "load_avg_before",
                 "omp_num_threads", "date", "setup"):
         assert key in record, key
+    assert record["setup"]["arch"] == "smallcap_very_small"  # TRAIN_FLAGS' (the README's table is per model)
     rows = record["figures"]["variants"]
     assert list(rows) == VARIANTS
     for name, row in rows.items():

@@ -178,6 +178,53 @@ def test_time_to_quality_tables_from_the_ledger(tmp_path):
     assert report(*paths, "--check").returncode == 0
 
 
+def test_compression_block_has_the_newest_record_of_each_model(tmp_path):
+    """The README's compression block: one row group per model, from that model's newest record
+    (a record's model: setup.arch, or before that was kept, the ARCH/seedN directory of its
+    checkpoint), the Pareto variants only, speeds against the same record's fairseq-generate."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for ledger in LEDGER.parent.glob("*.jsonl"):
+        if ledger.name != "compression.jsonl":
+            shutil.copy(ledger, results / ledger.name)
+    readme, out = tmp_path / "README.md", tmp_path / "BENCHMARKS.md"
+    shutil.copy(REPO / "README.md", readme)
+
+    committed = json.loads((LEDGER.parent / "compression.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+
+    def record(checkpoint, arch, fp32_speed, int8_speed, bleu, command):
+        r = json.loads(json.dumps(committed))  # a real record's fields, these figures
+        r.update(command=command, git_commit="0123456789", date="2000-01-02")
+        r["setup"].update(checkpoint=checkpoint, threads=[1], ct2_layout="inter")
+        r["setup"].pop("arch", None)
+        if arch:
+            r["setup"]["arch"] = arch
+        r["figures"]["pareto"] = ["ct2-int8", "fairseq-fp32"]
+        for name, v in r["figures"]["variants"].items():
+            v.update(size_mb=4.0 if name == "ct2-int8" else 12.0, fidelity=100.0 if name == "fairseq-fp32" else 90.0)
+            v["speed"]["t1.b32.beam1"]["tokens_per_s"] = {"fairseq-fp32": fp32_speed, "ct2-int8": int8_speed}.get(name, 1.0)
+            v["test"]["en-fr"]["bleu"], v["test"]["fr-en"]["bleu"] = bleu, bleu + 1
+        return r
+
+    records = [record("/runs/x/smallcap_very_small/seed1/ckpt/checkpoint_best.pt", None, 100.0, 300.0, 5.0,
+                      "python old-very-small"),  # no setup.arch: the model is read from the path
+               record("/runs/small/bt/checkpoint_best.pt", "smallcap_small", 50.0, 400.0, 9.0, "python small"),
+               record("/elsewhere/checkpoint_best.pt", "smallcap_very_small", 200.0, 1000.0, 7.0, "python new-very-small")]
+    (results / "compression.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    result = report("--results-dir", results, "--readme", readme, "--out", out)
+    assert result.returncode == 0, result.stderr
+    text = readme.read_text(encoding="utf-8")
+    block = text[text.index("<!-- compression:begin -->"):text.index("<!-- compression:end -->")]
+    rows = [line for line in block.splitlines() if line.startswith("| `")]
+    assert rows == ["| `smallcap_very_small` | `fairseq-fp32` | 12.00 | 200 (1.00×) | 7.00 | 8.00 | 100.0 |",
+                    "| `smallcap_very_small` | `ct2-int8` | 4.00 | 1,000 (5.00×) | 7.00 | 8.00 | 90.0 |",
+                    "| `smallcap_small` | `fairseq-fp32` | 12.00 | 50 (1.00×) | 9.00 | 10.00 | 100.0 |",
+                    "| `smallcap_small` | `ct2-int8` | 4.00 | 400 (8.00×) | 9.00 | 10.00 | 90.0 |"], rows
+    assert "python new-very-small\npython small\n```" in block and "old-very-small" not in block
+    bench = out.read_text(encoding="utf-8")
+    assert "### `smallcap_very_small`, 2000-01-02" in bench and "### `smallcap_small`, 2000-01-02" in bench
+
+
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)|!\[[^\]]*\]\(([^)\s]+)\)")
 
 
