@@ -582,7 +582,7 @@ def plot(path: Path, record):
                     + (f" (smallest of {len(f['ratios'])} seeds; mean {f['ratio_mean']:.2f} ± {f['ratio_std']:.2f})"
                        if "ratio_mean" in f else "")), fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below: no curve hidden
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial{path.suffix}")
