@@ -653,8 +653,8 @@ def recipe_text(record) -> str:
 
 
 def demo_decoding_lines(records) -> list:
-    """For each setting (recipe, learning rate and other --extra flags, arch, minutes) with records
-    of two seeds or more: each beam size over the seeds (mean ± std), then each other beam size
+    """For each setting (recipe, learning rate and other --extra flags, arch, minutes, machine: a
+    wall-clock budget buys another machine more or fewer updates) with records of two seeds or more: each beam size over the seeds (mean ± std), then each other beam size
     against beam 4 on the same checkpoints; and each other learning rate against 0.001 at beam 4
     on the same seeds (each trained at both rates): per-seed differences with their 95% t
     interval of BLEU, chrF and distinct (percentage points). A seed's checkpoint is the one
@@ -663,7 +663,7 @@ def demo_decoding_lines(records) -> list:
     groups = {}
     for r in records:
         if r.get("checkpoint_sha1"):
-            groups.setdefault((*demo_setting(r), r.get("arch"), r.get("minutes")), []).append(r)
+            groups.setdefault((*demo_setting(r), r.get("arch"), r.get("minutes"), r.get("machine")), []).append(r)
     lines, by_setting = [], {}
     for key, group in groups.items():
         checkpoint = {r.get("seed", 1): r["checkpoint_sha1"] for r in group}  # the latest one of each seed
@@ -674,8 +674,8 @@ def demo_decoding_lines(records) -> list:
         by_setting[key] = decoded
         if len(decoded) < 2:
             continue
-        recipe, lr, rest, arch, minutes = key
-        setting = f"{setting_text(recipe, lr, rest)}, {arch}, {minutes} minutes"
+        recipe, lr, rest, arch, minutes, machine = key
+        setting = f"{setting_text(recipe, lr, rest)}, {arch}, {minutes} minutes on {machine}"
         beams = sorted({b for by_beam in decoded.values() for b in by_beam}, key=lambda b: (b != 4, b))
         for beam in beams:
             runs = [by_beam[beam] for _, by_beam in sorted(decoded.items()) if beam in by_beam]
@@ -688,11 +688,11 @@ def demo_decoding_lines(records) -> list:
             lines += paired_demo_lines(
                 f"{setting}, beam {beam}{' (greedy)' if beam == 1 else ''} minus beam 4, the same checkpoints",
                 {s: d[4] for s, d in decoded.items() if 4 in d}, {s: d[beam] for s, d in decoded.items() if beam in d})
-    for (recipe, lr, rest, arch, minutes), decoded in by_setting.items():
-        reference = by_setting.get((recipe, RECIPE_LR, rest, arch, minutes))
+    for (recipe, lr, rest, arch, minutes, machine), decoded in by_setting.items():
+        reference = by_setting.get((recipe, RECIPE_LR, rest, arch, minutes, machine))
         if lr == RECIPE_LR or reference is None:
             continue
-        setting = f"{setting_text(recipe, None, rest)}, {arch}, {minutes} minutes, beam 4"
+        setting = f"{setting_text(recipe, None, rest)}, {arch}, {minutes} minutes on {machine}, beam 4"
         lines += paired_demo_lines(f"{setting}: lr {lr} minus lr {RECIPE_LR}, the same seeds",
                                    {s: d[4] for s, d in reference.items() if 4 in d},
                                    {s: d[4] for s, d in decoded.items() if 4 in d})

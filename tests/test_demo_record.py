@@ -113,7 +113,8 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")])
     text = out.read_text(encoding="utf-8")
-    setting = "`mass-fixed+emb128`, lr 0.001, smallcap_very_small, 14.0 minutes"
+    machine = records[0]["machine"]  # (a wall-clock budget is a setting of one machine)
+    setting = f"`mass-fixed+emb128`, lr 0.001, smallcap_very_small, 14.0 minutes on {machine}"
     assert f"{setting}, beam 1 (greedy) minus beam 4, the same checkpoints" in text
     # fr→en distinct over the two seeds: beam 4 25% and 50%, mean 37.50, std 17.68; beam 1 100% twice
     beam4 = f"{setting}, beam 4, seeds 1, 2 (mean ± std): en→fr BLEU 100.00 ± 0.00, distinct 100.00 ± 0.00%; fr→en BLEU"
@@ -164,8 +165,8 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     assert "distinct (points) +50.00 (seed 2 only: no interval)" in fr_en, fr_en
     assert "60.0 minutes" not in text and "seeds 1, 2, 3" not in text
     assert "| `mass-fixed+emb128`, lr 0.001 + `--amp` | smallcap_very_small | 14.0 | 6 | 4 |" in text
-    assert "`mass-fixed+emb128`, lr 0.002 + `--amp`, smallcap_very_small, 14.0 minutes, beam 4, seeds 3, 4 " \
-           "(mean ± std)" in text
+    assert f"`mass-fixed+emb128`, lr 0.002 + `--amp`, smallcap_very_small, 14.0 minutes on {machine}, beam 4, " \
+           "seeds 3, 4 (mean ± std)" in text
     assert "| `mass-fixed+emb128`, lr 0.002 + `--amp` | smallcap_very_small | 14.0 | 4 | 4 |" in text
     assert "| `mass-fixed+emb128`, lr 0.003 + `--amp` | smallcap_very_small | 14.0 | 5 | 4 |" in text
     assert "minus lr 0.001" not in text  # (no seed trained at both rates in one setting)
@@ -177,8 +178,22 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", tmp_path / "README.md"])
     lines = out.read_text(encoding="utf-8").splitlines()
-    title = ("`mass-fixed+emb128`, smallcap_very_small, 14.0 minutes, beam 4: lr 0.002 minus lr 0.001, the same "
-             "seeds (per-seed difference, 95% t interval):")
+    title = (f"`mass-fixed+emb128`, smallcap_very_small, 14.0 minutes on {machine}, beam 4: lr 0.002 minus lr 0.001, "
+             "the same seeds (per-seed difference, 95% t interval):")
     at = lines.index(title)
     assert lines[at + 3].startswith("- fr→en: bleu ") and \
         "distinct (points) -25.00 (seed 2 only: no interval)" in lines[at + 3], lines[at:at + 4]
+
+    # seed 2 of the lr 0.002 setting on another machine (a 14-minute budget buys it other updates):
+    # its own setting, neither replacing seed 2's figures above nor paired with them
+    other = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])
+    other.update(machine="another machine", checkpoint_sha1="0123456789ab")
+    other["figures"]["fr-en"]["distinct"] = 1.0
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(json.dumps(other) + "\n")
+    run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
+         "--readme", tmp_path / "README.md"])
+    again_lines = out.read_text(encoding="utf-8").splitlines()
+    at = again_lines.index(title)
+    assert again_lines[at:at + 4] == lines[lines.index(title):lines.index(title) + 4]
+    assert not any("on another machine" in line and "minus" in line for line in again_lines)
