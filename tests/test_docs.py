@@ -43,13 +43,20 @@ def without_compression_block(text: str) -> str:
     return text
 
 
-def test_tables_come_from_the_ledger(tmp_path):
+def copied_reports(tmp_path):
+    """The committed ledgers and README in ``tmp_path`` (a test writes its own ledger over the
+    committed one): ``(results, readme, out)``, report.py's --results-dir, --readme and --out."""
     results = tmp_path / "results"
     results.mkdir()
     for ledger in LEDGER.parent.glob("*.jsonl"):  # every ledger: the README has more than one generated block
         shutil.copy(ledger, results / ledger.name)
     readme, out = tmp_path / "README.md", tmp_path / "BENCHMARKS.md"
     shutil.copy(REPO / "README.md", readme)
+    return results, readme, out
+
+
+def test_tables_come_from_the_ledger(tmp_path):
+    results, readme, out = copied_reports(tmp_path)
     paths = ["--results-dir", results, "--readme", readme, "--out", out]
 
     assert report(*paths).returncode == 0
@@ -125,13 +132,7 @@ def test_tables_come_from_the_ledger(tmp_path):
 def test_time_to_quality_tables_from_the_ledger(tmp_path):
     """A made-up 3-seed time-to-quality record fills the README's block and benchmarks/README.md:
     the ratios as time_to_quality.py wrote them, ours' test scores as mean ± std over the seeds."""
-    results = tmp_path / "results"
-    results.mkdir()
-    for ledger in LEDGER.parent.glob("*.jsonl"):
-        if ledger.name != "time_to_quality.jsonl":
-            shutil.copy(ledger, results / ledger.name)
-    readme, out = tmp_path / "README.md", tmp_path / "BENCHMARKS.md"
-    shutil.copy(REPO / "README.md", readme)
+    results, readme, out = copied_reports(tmp_path)
     paths = ["--results-dir", results, "--readme", readme, "--out", out]
 
     def scores(en_fr, fr_en):
@@ -182,13 +183,7 @@ def test_compression_block_has_the_newest_record_of_each_model(tmp_path):
     """The README's compression block: one row group per model, from that model's newest record
     (a record's model: setup.arch, or before that was kept, the ARCH/seedN directory of its
     checkpoint), the Pareto variants only, speeds against the same record's fairseq-generate."""
-    results = tmp_path / "results"
-    results.mkdir()
-    for ledger in LEDGER.parent.glob("*.jsonl"):
-        if ledger.name != "compression.jsonl":
-            shutil.copy(ledger, results / ledger.name)
-    readme, out = tmp_path / "README.md", tmp_path / "BENCHMARKS.md"
-    shutil.copy(REPO / "README.md", readme)
+    results, readme, out = copied_reports(tmp_path)
 
     committed = json.loads((LEDGER.parent / "compression.jsonl").read_text(encoding="utf-8").splitlines()[-1])
 
