@@ -10,8 +10,10 @@ hypotheses (``WORK/test.{en-fr,fr-en}.hyp``) against ``WORK/data/raw`` with
 and of copied words, the collapse and copying diagnostics of issue 20, whose target for the demo
 is >= 95% distinct in both directions), reads the updates each stage reached from its
 checkpoints, and appends one JSON line with the command, git commit, machine and date, the seed,
-beam and learning rate, and ``checkpoint_sha1``: a finished demo re-run with another ``--beam``
-decodes the same checkpoint again (``--decoded-only``), and ``report.py`` pairs such records by it.
+beam and learning rate, the three examples demo.sh prints per direction (issue 20 asks that
+they read as translations; the report shows them), and ``checkpoint_sha1``: a finished demo
+re-run with another ``--beam`` decodes the same checkpoint again (``--decoded-only``), and
+``report.py`` pairs such records by it.
 """
 import argparse
 import hashlib
@@ -23,6 +25,7 @@ from curation_ablation import REPO, provenance  # (benchmarks/, beside this scri
 from scoring import read_lines, translation_scores
 
 PAIRS = ("en-fr", "fr-en")
+EXAMPLES = 3  # the test sentences demo.sh prints as examples: the first three of each direction
 DISTINCT_TARGET = 0.95
 RECIPE_LR = 0.001  # the measured recipe's learning rate, and demo.sh's before it depended on the budget
 
@@ -86,9 +89,11 @@ def split_lr(extra: str):
         return lr, rest
 
 
-def scores_of(work: Path) -> dict:
+def scores_of(work: Path):
+    """(figures, examples) of each direction: its scores, and the first EXAMPLES test sentences as
+    [source, hypothesis, reference], the examples demo.sh prints."""
     raw = work / "data" / "raw"
-    figures = {}
+    figures, examples = {}, {}
     for pair in PAIRS:
         src, tgt = pair.split("-")
         paths = {"hypotheses": work / f"test.{pair}.hyp", "references": raw / f"test.{tgt}",
@@ -101,7 +106,8 @@ def scores_of(work: Path) -> dict:
             raise DemoRecordError(f"{paths['hypotheses']}: {len(hyps)} lines, but {paths['references']} "
                                   f"has {len(refs)}")
         figures[pair] = translation_scores(hyps, refs, sources)
-    return figures
+        examples[pair] = [list(example) for example in zip(sources, hyps, refs)][:EXAMPLES]
+    return figures, examples
 
 
 def main(argv=None) -> dict:
@@ -124,7 +130,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--results-log", type=Path, required=True, help="append one JSON line here")
     args = parser.parse_args(argv)
     try:
-        figures = scores_of(args.work)
+        figures, examples = scores_of(args.work)
         states = {name: load(args.work / stage / f"checkpoint_{which}.pt")
                   for name, stage, which in (("mass_updates", "mass", "last"), ("finetune_updates", "bt", "last"),
                                              ("finetune_best_updates", "bt", "best"))}
@@ -150,6 +156,7 @@ def main(argv=None) -> dict:
         # which training run was decoded: records of one checkpoint decoded two ways pair by it
         "checkpoint_sha1": checkpoint_sha1(args.work / "bt" / "checkpoint_best.pt"),
         "figures": figures,
+        "examples": examples,
         "distinct_target": DISTINCT_TARGET,
         "distinct_target_met": all(figures[p]["distinct"] >= DISTINCT_TARGET for p in PAIRS),
         **provenance(),

@@ -622,13 +622,45 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
                      f"{r.get('seed', 1)} | {r.get('beam', 4)} | {r.get('mass_updates')} + "
                      f"{r.get('finetune_updates')} ({r.get('finetune_best_updates')}) | {' | '.join(cells)} | "
                      f"{'met' if r.get('distinct_target_met') else 'not met'} | {wall} | "
-                     f"{r.get('date', '–')}, {r.get('commit', '–')}, {r.get('machine', '–')} | "
+                     f"{r.get('date', '–')}, {r.get('commit', '–')}, {demo_machine(r)} | "
                      f"`{r.get('command', '–')}` |")
     parts += demo_decoding_lines(records)
+    parts += demo_example_lines(records)
     signatures = sorted({(f.get("bleu_signature"), f.get("chrf_signature"))
                          for r in records for f in (r.get("figures") or {}).values()} - {(None, None)})
     parts += ["", *(f"Signatures: `{b}`, `{c}`" for b, c in signatures)]
     return "\n".join(parts)
+
+
+def demo_machine(record) -> str:
+    """The machine a demo ran on, with its OMP_NUM_THREADS where one was set: a wall-clock budget buys
+    another machine, or fewer threads, other updates."""
+    threads = record.get("omp_num_threads")
+    return f"{record.get('machine', '–')}" + (f", OMP_NUM_THREADS={threads}" if threads else "")
+
+
+def demo_example_lines(records) -> list:
+    """The examples demo.sh printed (the first test sentences of each direction) of the newest record
+    of each arch and budget that holds them, longest budget first."""
+    newest = {}
+    for r in records:
+        if r.get("examples"):
+            newest[(r.get("arch"), r.get("minutes"))] = r
+    lines = []
+    for (arch, minutes), r in sorted(newest.items(), key=lambda item: (-(item[0][1] or 0), str(item[0][0]))):
+        lines += ["", f"Examples of {arch}, {minutes} minutes ({recipe_text(r)}, seed {r.get('seed', 1)}, beam "
+                      f"{r.get('beam', 4)}, {r.get('date', '–')}, {r.get('commit', '–')}, {demo_machine(r)}): the "
+                      "first test sentences, as demo.sh prints them:", "",
+                  "| direction | source | output | reference |", "|---|---|---|---|"]
+        for pair, name in DIRECTIONS:
+            for source, hypothesis, reference in r["examples"].get(pair, []):
+                lines.append(f"| {name} | {cell(source)} | {cell(hypothesis)} | {cell(reference)} |")
+    return lines
+
+
+def cell(text: str) -> str:
+    """Text as one markdown table cell."""
+    return text.replace("|", "\\|")
 
 
 def demo_setting(record) -> tuple:
@@ -653,8 +685,8 @@ def recipe_text(record) -> str:
 
 
 def demo_decoding_lines(records) -> list:
-    """For each setting (recipe, learning rate and other --extra flags, arch, minutes, machine: a
-    wall-clock budget buys another machine more or fewer updates) with records of two seeds or
+    """For each setting (recipe, learning rate and other --extra flags, arch, minutes, machine and
+    threads: a wall-clock budget buys another machine more or fewer updates) with records of two seeds or
     more: each beam size over the seeds (mean ± std), then each other beam size against beam 4 on
     the same checkpoints; and each other learning rate against 0.001 at beam 4 on the same seeds
     (each trained at both rates): per-seed differences with their 95% t interval of BLEU, chrF and
@@ -664,7 +696,7 @@ def demo_decoding_lines(records) -> list:
     groups = {}
     for r in records:
         if r.get("checkpoint_sha1"):
-            groups.setdefault((*demo_setting(r), r.get("arch"), r.get("minutes"), r.get("machine")), []).append(r)
+            groups.setdefault((*demo_setting(r), r.get("arch"), r.get("minutes"), demo_machine(r)), []).append(r)
     lines, by_setting = [], {}
     for key, group in groups.items():
         checkpoint = {r.get("seed", 1): r["checkpoint_sha1"] for r in group}  # the latest one of each seed

@@ -52,6 +52,9 @@ def test_record_scores_both_directions_and_the_distinct_target(tmp_path, trained
     assert r["command"] == "make demo" and r["commit"] and r["machine"] and r["recipe"] == "test-recipe"
     assert (r["seed"], r["beam"], r["decoded_only"], r["checkpoint_sha1"]) == (1, 4, False, None)  # no checkpoint_best.pt
     assert en_fr["bleu_signature"].startswith("nrefs:1|") and "chrf_signature" in en_fr
+    # the examples demo.sh prints: the first three test sentences of each direction, in order
+    assert r["examples"] == {"en-fr": [[EN[i], FR[i], FR[i]] for i in range(3)],
+                             "fr-en": [[FR[i], collapsed[i], EN[i]] for i in range(3)]}
 
     record(demo_dir(tmp_path / "again", FR, FR), log, "--resumed")
     second = json.loads(log.read_text(encoding="utf-8").splitlines()[1])
@@ -68,6 +71,11 @@ def test_record_scores_both_directions_and_the_distinct_target(tmp_path, trained
                               "16.7 min |"), rows
     # a record without its recipe: made before demo.sh recorded it, when the demo ran mass-fixed+emb128
     assert rows[1].startswith("| `mass-fixed+emb128`, lr 0.001 | smallcap_very_small |") and "| met | 16.7 min (resumed) |" in rows[1]
+    # the examples of the newest record (the second: FR translated to itself, EN to FR's sentences)
+    lines = out.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("Examples of smallcap_very_small, 14.0 minutes ("))
+    assert lines[at + 4:at + 10] == [f"| en→fr | {EN[i]} | {FR[i]} | {FR[i]} |" for i in range(3)] + \
+        [f"| fr→en | {FR[i]} | {FR[i]} | {EN[i]} |" for i in range(3)], lines[at:at + 10]
 
 
 def test_missing_hypotheses_give_one_line_and_status_2(tmp_path):
@@ -113,7 +121,9 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")])
     text = out.read_text(encoding="utf-8")
-    machine = records[0]["machine"]  # (a wall-clock budget is a setting of one machine)
+    # (a wall-clock budget is a setting of one machine and thread count; the tests run one thread)
+    assert records[0]["omp_num_threads"] == "1"
+    machine = f"{records[0]['machine']}, OMP_NUM_THREADS=1"
     setting = f"`mass-fixed+emb128`, lr 0.001, smallcap_very_small, 14.0 minutes on {machine}"
     assert f"{setting}, beam 1 (greedy) minus beam 4, the same checkpoints" in text
     # fr→en distinct over the two seeds: beam 4 25% and 50%, mean 37.50, std 17.68; beam 1 100% twice
@@ -163,7 +173,7 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     assert f"{setting}, beam 4, seeds 1, 2 (mean ± std): " in text and "distinct 50.00 ± 0.00%." in text
     (fr_en,) = [line for line in text.splitlines() if line.startswith("- fr→en: ")]
     assert "distinct (points) +50.00 (seed 2 only: no interval)" in fr_en, fr_en
-    assert "60.0 minutes" not in text and "seeds 1, 2, 3" not in text
+    assert "60.0 minutes on" not in text and "seeds 1, 2, 3" not in text
     assert "| `mass-fixed+emb128`, lr 0.001 + `--amp` | smallcap_very_small | 14.0 | 6 | 4 |" in text
     assert f"`mass-fixed+emb128`, lr 0.002 + `--amp`, smallcap_very_small, 14.0 minutes on {machine}, beam 4, " \
            "seeds 3, 4 (mean ± std)" in text
@@ -184,16 +194,21 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     assert lines[at + 3].startswith("- fr→en: bleu ") and \
         "distinct (points) -25.00 (seed 2 only: no interval)" in lines[at + 3], lines[at:at + 4]
 
-    # seed 2 of the lr 0.002 setting on another machine (a 14-minute budget buys it other updates):
-    # its own setting, neither replacing seed 2's figures above nor paired with them
-    other = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])
-    other.update(machine="another machine", checkpoint_sha1="0123456789ab")
-    other["figures"]["fr-en"]["distinct"] = 1.0
-    with open(log, "a", encoding="utf-8") as f:
-        f.write(json.dumps(other) + "\n")
+    # seed 2 of the lr 0.002 setting on another machine, and on this one with two threads (a 14-minute
+    # budget buys each other updates): settings of their own, neither replacing seed 2's figures
+    # above nor paired with them
+    newest = log.read_text(encoding="utf-8").splitlines()[-1]
+    for changes in ({"machine": "another machine"}, {"omp_num_threads": "2"}):
+        other = json.loads(newest)
+        other.update(changes, checkpoint_sha1="0123456789ab")
+        other["figures"]["fr-en"]["distinct"] = 1.0
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(other) + "\n")
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", tmp_path / "README.md"])
     again_lines = out.read_text(encoding="utf-8").splitlines()
     at = again_lines.index(title)
     assert again_lines[at:at + 4] == lines[lines.index(title):lines.index(title) + 4]
-    assert not any("on another machine" in line and "minus" in line for line in again_lines)
+    assert not any(("on another machine" in line or "OMP_NUM_THREADS=2" in line) and "minus" in line
+                   for line in again_lines)
+    assert sum(f"{records[0]['machine']}, OMP_NUM_THREADS=2 |" in line for line in again_lines) == 1  # its row
