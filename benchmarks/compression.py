@@ -745,10 +745,11 @@ def print_table(rows, args, front, goals):
         print(f"  {g['status']:>12}: {g['target']} -- {g['detail']}")
 
 
-def plot(rows, front, args, path: Path):
+def plot(series, threads, path: Path):
     """Four panels: mean BLEU (top) and fidelity to the fp32 output (bottom) against size on disk
-    (left) and tokens/s at batch 32 greedy with the most threads (right), both axes of x
-    logarithmic; stars are the Pareto frontier, each point named."""
+    (left) and tokens/s at batch 32 greedy with ``threads`` threads (right), both axes of x
+    logarithmic; stars are the Pareto frontier, each point named. ``series``: (model, variant rows,
+    Pareto frontier) of each record drawn, one colour each."""
     import logging
 
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before the import: it logs while importing
@@ -758,7 +759,6 @@ def plot(rows, front, args, path: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    threads = max(args.threads)
     xs = (("size on disk (MB)", lambda r: r["size_mb"]),
           (f"target tokens/s, batch {SPEED_BATCH}, greedy, {threads} thread{'s' if threads > 1 else ''}",
            lambda r: speed_at(r, SPEED_BATCH, 1, threads)))
@@ -768,13 +768,16 @@ def plot(rows, front, args, path: Path):
     for row, (ylabel, yof) in enumerate(ys):
         for col, (xlabel, xof) in enumerate(xs):
             ax = axes[row][col]
-            points = [(name, xof(r), yof(r)) for name, r in rows.items() if xof(r) and yof(r) is not None]
-            for i, (name, x, y) in enumerate(sorted(points, key=lambda p: (p[1], p[2]))):
-                star = name in front
-                ax.scatter([x], [y], marker="*" if star else "o", s=140 if star else 40,
-                           color="C3" if star else "C0", zorder=3)
-                ax.annotate(name, (x, y), fontsize=7, xytext=(4, 6 if i % 2 == 0 else -10),
-                            textcoords="offset points")
+            for colour, (model, rows, front) in enumerate(series):
+                points = [(name, xof(r), yof(r)) for name, r in rows.items() if xof(r) and yof(r) is not None]
+                for i, (name, x, y) in enumerate(sorted(points, key=lambda p: (p[1], p[2]))):
+                    star = name in front
+                    ax.scatter([x], [y], marker="*" if star else "o", s=140 if star else 40,
+                               color=f"C{colour}", zorder=3, label=model if i == 0 else None)
+                    ax.annotate(name, (x, y), fontsize=7, xytext=(4, 6 if i % 2 == 0 else -10),
+                                textcoords="offset points", color=f"C{colour}")
+            if row == 0 and col == 0:
+                ax.legend(fontsize=8)
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
@@ -782,8 +785,8 @@ def plot(rows, front, args, path: Path):
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3, which="both")
-    fig.suptitle("Compression variants against fairseq-generate fp32 (red stars: Pareto frontier on size, "
-                 "speed and BLEU)")
+    fig.suptitle("Compression variants against fairseq-generate fp32 (stars: each model's Pareto frontier on "
+                 "size, speed and BLEU)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -862,17 +865,35 @@ def main(argv=None):
         return 2
 
 
+def record_arch(record) -> str:
+    """The model a compression record measured: its ``setup.arch``; for records made before that was
+    kept, the ``ARCH`` directory of curation_ablation.py's layout (``WORK/ARCH/seedN/...``) in the
+    checkpoint's path, else "–"."""
+    setup = record.get("setup") or {}
+    if setup.get("arch"):
+        return setup["arch"]
+    parts = Path(str(setup.get("checkpoint", ""))).parts
+    return next((part for part, after in zip(parts, parts[1:]) if after.startswith("seed")), "–")
+
+
 def plot_from_ledger(ledger: Path, path: Path):
-    """Draw the figure of the newest record of ``ledger`` (what a run with --plot drew)."""
+    """Draw the newest record of each model in ``ledger`` in one figure (a run with --plot draws its
+    own record alone); the speed axis at the most threads all of them measured."""
     try:
-        lines = [line for line in ledger.read_text(encoding="utf-8").splitlines() if line.strip()]
-        record = json.loads(lines[-1])
-        rows, front = record["figures"]["variants"], record["figures"]["pareto"]
-        threads = record["setup"]["threads"]
-    except (OSError, IndexError, ValueError, KeyError, TypeError) as e:
+        newest = {}
+        for line in ledger.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                newest[record_arch(record)] = record
+        if not newest:
+            raise ValueError("no records")
+        series = [(model, r["figures"]["variants"], r["figures"]["pareto"]) for model, r in newest.items()]
+        threads = min(max(r["setup"]["threads"]) for r in newest.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise BenchError(f"--plot-only {ledger}: no compression record to draw ({type(e).__name__}: {e})")
-    plot(rows, front, argparse.Namespace(threads=threads), path)
-    print(f"plot: {path} (record of {record.get('date', '?')}, {str(record.get('git_commit') or '?')[:7]})")
+    plot(series, threads, path)
+    print(f"plot: {path} (" + "; ".join(f"{model}: record of {r.get('date', '?')}, {str(r.get('git_commit') or '?')[:7]}"
+                                       for model, r in newest.items()) + ")")
     return 0
 
 
@@ -948,7 +969,7 @@ def _main(args):
         with open(args.results_log, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
     if args.plot:
-        plot(rows, front, args, args.plot)
+        plot([(record_arch(record), rows, front)], max(args.threads), args.plot)
         print(f"plot: {args.plot}")
     return 0
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from curation_ablation import (DEFAULT_RECIPE, LEGACY_RECIPE, SYSTEMS, report_diagnostics,  # (beside this script)
                                report_paired, table_order)
 from curation_ablation import recipe as recipe_of
+from compression import record_arch
 from demo_record import RECIPE_LR, split_lr
 from scoring import format_paired, mean_std, paired_differences
 
@@ -347,17 +348,6 @@ def splice_readme(text: str, block: str, path: Path, begin: str = BEGIN, end: st
     return f"{head}{begin}\n{block}\n{end}{tail}"
 
 
-def compression_arch(record) -> str:
-    """The model a compression record measured: its ``setup.arch``; for records made before that was
-    kept, the ``ARCH`` directory of curation_ablation.py's layout (``WORK/ARCH/seedN/...``) in the
-    checkpoint's path, else "–"."""
-    setup = record.get("setup") or {}
-    if setup.get("arch"):
-        return setup["arch"]
-    parts = Path(str(setup.get("checkpoint", ""))).parts
-    return next((part for part, after in zip(parts, parts[1:]) if after.startswith("seed")), "–")
-
-
 def readme_compression(records, ledger_link: str, bench_link: str) -> str:
     """The README's compression block: the Pareto frontier of the newest compression record of each
     model (in the order the models first appear in the ledger)."""
@@ -366,7 +356,7 @@ def readme_compression(records, ledger_link: str, bench_link: str) -> str:
         return "\n".join(lines + ["No compression run recorded yet (`benchmarks/compression.py`)."])
     newest = {}
     for r in records:
-        newest[compression_arch(r)] = r
+        newest[record_arch(r)] = r
     threads = sorted({t for r in newest.values() for t in ((r.get("setup") or {}).get("threads") or [1])})
     described = [f"`{arch}` ({str(r.get('date', '–'))[:10]}, {(r.get('git_commit') or '–')[:7]}, "
                  f"`{(r.get('setup') or {}).get('checkpoint', '–')}`)" for arch, r in newest.items()]
@@ -924,7 +914,7 @@ def compression_section(records, ledger: Path, out_dir: Path) -> str:
         commit = (r.get("git_commit") or r.get("commit") or "–")[:7] + (
             " + uncommitted changes" if r.get("worktree_modified") else "")
         load = r.get("load_avg_before")
-        parts += ["", f"### `{compression_arch(r)}`, {str(r.get('date', '–'))[:10]}, {commit}: "
+        parts += ["", f"### `{record_arch(r)}`, {str(r.get('date', '–'))[:10]}, {commit}: "
                   f"`{Path(str(setup.get('checkpoint', '–'))).name}`",
                   "", f"{r.get('machine', '–')}, load {round(load[0], 2) if load else '?'} before, OMP_NUM_THREADS="
                   f"{r.get('omp_num_threads')}; quality: beam {setup.get('quality_beam')}, "

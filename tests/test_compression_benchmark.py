@@ -102,10 +102,19 @@ def test_compression_benchmark_record(tiny_data, trained_checkpoint, tmp_path):
     speed = next(t for t in record["figures"]["targets"] if t["target"].startswith("ct2-int8 >= 5x"))
     assert speed["status"] == "not measured" and "1 thread greedy" in speed["detail"], speed
     assert figure.stat().st_size > 0
-    # the figure again, from the ledger alone (as docs/compression_pareto.png is drawn)
+    # the figure again, from the ledger alone (as docs/compression_pareto.png is drawn): the newest
+    # record of each model, here this one and a copy made another model's
     again = tmp_path / "again.png"
     result = run([sys.executable, SCRIPT, "--plot-only", ledger, "--plot", again], cwd=REPO_ROOT)
     assert again.stat().st_size > 0 and str(again) in result.stdout
+    assert result.stdout.count("record of ") == 1 and "smallcap_very_small: record of " in result.stdout
+    two_models = tmp_path / "two_models.jsonl"
+    other = {**record, "setup": {**record["setup"], "arch": "smallcap_small"}, "git_commit": "0123456789"}
+    two_models.write_text(json.dumps(record) + "\n" + json.dumps(other) + "\n" + json.dumps(record) + "\n",
+                          encoding="utf-8")
+    result = run([sys.executable, SCRIPT, "--plot-only", two_models, "--plot", again], cwd=REPO_ROOT)
+    assert result.stdout.count("record of ") == 2 and "smallcap_small: record of " in result.stdout and \
+        f"smallcap_very_small: record of {record['date']}, {record['git_commit'][:7]}" in result.stdout
     missing = run([sys.executable, SCRIPT, "--plot-only", tmp_path / "none.jsonl", "--plot", again],
                   cwd=REPO_ROOT, check=False)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "--plot-only" in missing.stderr
