@@ -8,6 +8,7 @@ are torch work and the buffer holds the whole epoch, so the thread is always in 
 the main thread returns.
 """
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -120,9 +121,10 @@ def test_each_of_the_plugins_training_components_installs_it(tiny_data, componen
     assert installed == expected[component]
 
 
-def test_our_task_builds_its_batches_without_the_thread(tiny_data):
+def test_our_task_builds_its_batches_without_the_thread(tiny_data, caplog):
     """unsupervised_translation needs no handler: even asked for a prefetch buffer, its batch
-    iterator starts no consumer thread."""
+    iterator starts no consumer thread, and says once that the buffer is not used."""
+    caplog.set_level(logging.INFO)
     from fairseq import options, tasks
     from fairseq.data.iterators import BackgroundConsumer
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -135,3 +137,6 @@ def test_our_task_builds_its_batches_without_the_thread(tiny_data):
                                        data_buffer_size=10)
     next(iterator.next_epoch_itr(shuffle=True))
     assert {t for t in threading.enumerate() if isinstance(t, BackgroundConsumer)} == before
+    task.get_batch_iterator(task.dataset("train"), max_tokens=600, seed=1, epoch=2, data_buffer_size=10)
+    notices = [r.getMessage() for r in caplog.records if "--data-buffer-size" in r.getMessage()]
+    assert len(notices) == 1 and notices[0].startswith("--data-buffer-size 10 is not used"), notices

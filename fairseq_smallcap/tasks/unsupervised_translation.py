@@ -268,6 +268,7 @@ class UnsupervisedTranslationTask(TranslationTask):
             raise UnsupervisedTranslationError(
                 f"--curriculum-init-competence {cfg.curriculum_init_competence}: must be in (0, 1]")
         self._num_updates = 0  # for the curriculum
+        self._buffer_notice_given = False  # (get_batch_iterator: --data-buffer-size is not used)
         if cfg.bt_sampling_topk < -1:
             raise UnsupervisedTranslationError(
                 f"--bt-sampling-topk {cfg.bt_sampling_topk}: must be -1 (the whole distribution), "
@@ -472,6 +473,11 @@ class UnsupervisedTranslationTask(TranslationTask):
         # exception", exit status 134; every run with OMP_NUM_THREADS=1 here). With --num-workers
         # N the DataLoader's worker processes still prefetch. (fairseq's own tasks, with our models
         # or criterion, keep the thread and are covered by clean_exit instead.)
+        if kwargs.get("data_buffer_size", 0) > 0 and not self._buffer_notice_given:
+            logger.info(f"--data-buffer-size {kwargs['data_buffer_size']} is not used: unsupervised_translation "
+                        "builds its batches without fairseq's prefetch thread (at exit it aborted finished runs "
+                        "under Python 3.11); --num-workers N prefetches in worker processes")
+            self._buffer_notice_given = True
         kwargs["data_buffer_size"] = 0
         curriculum = isinstance(dataset, _EpochRoundRobinZipDatasets) and bool(dataset.difficulty_cdf)
         if curriculum:
