@@ -748,12 +748,14 @@ def print_table(rows, args, front, goals):
 def plot(series, threads, path: Path):
     """Four panels: mean BLEU (top) and fidelity to the fp32 output (bottom) against size on disk
     (left) and tokens/s at batch 32 greedy with ``threads`` threads (right), both axes of x
-    logarithmic; stars are the Pareto frontier, each point named. ``series``: (model, variant rows,
+    logarithmic; stars are the Pareto frontier (as each record computed it, at its own most
+    threads), hollow circles the other variants, each point named. ``series``: (model, variant rows,
     Pareto frontier) of each record drawn, one colour each."""
     import logging
 
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before the import: it logs while importing
     import matplotlib
+    import matplotlib.lines
     import matplotlib.ticker
 
     matplotlib.use("Agg")
@@ -771,13 +773,17 @@ def plot(series, threads, path: Path):
             for colour, (model, rows, front) in enumerate(series):
                 points = [(name, xof(r), yof(r)) for name, r in rows.items() if xof(r) and yof(r) is not None]
                 for i, (name, x, y) in enumerate(sorted(points, key=lambda p: (p[1], p[2]))):
-                    star = name in front
-                    ax.scatter([x], [y], marker="*" if star else "o", s=140 if star else 40,
-                               color=f"C{colour}", zorder=3, label=model if i == 0 else None)
+                    if name in front:
+                        ax.scatter([x], [y], marker="*", s=140, color=f"C{colour}", zorder=3)
+                    else:  # hollow, drawn above the stars: a point under a frontier variant stays visible
+                        ax.scatter([x], [y], marker="o", s=50, facecolors="none", edgecolors=f"C{colour}",
+                                   linewidths=1.5, zorder=4)
                     ax.annotate(name, (x, y), fontsize=7, xytext=(4, 6 if i % 2 == 0 else -10),
                                 textcoords="offset points", color=f"C{colour}")
             if row == 0 and col == 0:
-                ax.legend(fontsize=8)
+                ax.legend(handles=[matplotlib.lines.Line2D([], [], marker="*", linestyle="", markersize=11,
+                                                           color=f"C{colour}", label=model)
+                                   for colour, (model, _, _) in enumerate(series)], fontsize=8)
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
@@ -876,19 +882,28 @@ def record_arch(record) -> str:
     return next((part for part, after in zip(parts, parts[1:]) if after.startswith("seed")), "–")
 
 
+def newest_by_arch(records) -> dict:
+    """{model: its newest record} of compression records (oldest first), in the order the models first
+    appear."""
+    newest = {}
+    for record in records:
+        newest[record_arch(record)] = record
+    return newest
+
+
 def plot_from_ledger(ledger: Path, path: Path):
     """Draw the newest record of each model in ``ledger`` in one figure (a run with --plot draws its
-    own record alone); the speed axis at the most threads all of them measured."""
+    own record alone); the speed axis at the most threads every one of them measured."""
     try:
-        newest = {}
-        for line in ledger.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                newest[record_arch(record)] = record
+        newest = newest_by_arch(json.loads(line) for line in ledger.read_text(encoding="utf-8").splitlines()
+                                if line.strip())
         if not newest:
             raise ValueError("no records")
         series = [(model, r["figures"]["variants"], r["figures"]["pareto"]) for model, r in newest.items()]
-        threads = min(max(r["setup"]["threads"]) for r in newest.values())
+        shared = set.intersection(*(set((r.get("setup") or {}).get("threads") or [1]) for r in newest.values()))
+        if not shared:
+            raise ValueError(f"the newest records of {', '.join(newest)} share no thread count of their speed grids")
+        threads = max(shared)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise BenchError(f"--plot-only {ledger}: no compression record to draw ({type(e).__name__}: {e})")
     plot(series, threads, path)

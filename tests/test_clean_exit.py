@@ -123,7 +123,7 @@ def test_each_of_the_plugins_training_components_installs_it(tiny_data, componen
 
 def test_our_task_builds_its_batches_without_the_thread(tiny_data, caplog):
     """unsupervised_translation needs no handler: even asked for a prefetch buffer, its batch
-    iterator starts no consumer thread, and says once that the buffer is not used."""
+    iterator starts no consumer thread, and says once that the buffer is ignored."""
     caplog.set_level(logging.INFO)
     from fairseq import options, tasks
     from fairseq.data.iterators import BackgroundConsumer
@@ -139,4 +139,4 @@ def test_our_task_builds_its_batches_without_the_thread(tiny_data, caplog):
     assert {t for t in threading.enumerate() if isinstance(t, BackgroundConsumer)} == before
     task.get_batch_iterator(task.dataset("train"), max_tokens=600, seed=1, epoch=2, data_buffer_size=10)
     notices = [r.getMessage() for r in caplog.records if "--data-buffer-size" in r.getMessage()]
-    assert len(notices) == 1 and notices[0].startswith("--data-buffer-size 10 is not used"), notices
+    assert len(notices) == 1 and notices[0].startswith("--data-buffer-size 10 (fairseq's default is 10) is ignored"), notices

@@ -110,11 +110,12 @@ def test_compression_benchmark_record(tiny_data, trained_checkpoint, tmp_path):
     assert result.stdout.count("record of ") == 1 and "smallcap_very_small: record of " in result.stdout
     two_models = tmp_path / "two_models.jsonl"
     other = {**record, "setup": {**record["setup"], "arch": "smallcap_small"}, "git_commit": "0123456789"}
-    two_models.write_text(json.dumps(record) + "\n" + json.dumps(other) + "\n" + json.dumps(record) + "\n",
-                          encoding="utf-8")
+    newer = {**record, "git_commit": "abcdef0123"}  # the very small model's newest record
+    two_models.write_text("".join(json.dumps(r) + "\n" for r in (record, other, newer)), encoding="utf-8")
     result = run([sys.executable, SCRIPT, "--plot-only", two_models, "--plot", again], cwd=REPO_ROOT)
-    assert result.stdout.count("record of ") == 2 and "smallcap_small: record of " in result.stdout and \
-        f"smallcap_very_small: record of {record['date']}, {record['git_commit'][:7]}" in result.stdout
+    assert result.stdout.count("record of ") == 2 and \
+        f"smallcap_very_small: record of {record['date']}, abcdef0; smallcap_small: record of {record['date']}, " \
+        "0123456" in result.stdout, result.stdout
     missing = run([sys.executable, SCRIPT, "--plot-only", tmp_path / "none.jsonl", "--plot", again],
                   cwd=REPO_ROOT, check=False)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "--plot-only" in missing.stderr

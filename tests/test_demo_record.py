@@ -2,6 +2,7 @@
 hand-made hypotheses whose scores are known: copied references (BLEU 100, all distinct) and a
 collapsed direction (one caption for every input)."""
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -76,6 +77,11 @@ def test_record_scores_both_directions_and_the_distinct_target(tmp_path, trained
     at = next(i for i, line in enumerate(lines) if line.startswith("Examples of smallcap_very_small, 14.0 minutes ("))
     assert lines[at + 4:at + 10] == [f"| en→fr | {EN[i]} | {FR[i]} | {FR[i]} |" for i in range(3)] + \
         [f"| fr→en | {FR[i]} | {FR[i]} | {EN[i]} |" for i in range(3)], lines[at:at + 10]
+    # shown as written: a hypothesis's <unk> is not dropped as an HTML tag, nor does | split its cell
+    record(demo_dir(tmp_path / "unk", ["un <unk> | a\\b ."] + FR[1:], FR), log)
+    run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
+         "--readme", tmp_path / "README.md"])
+    assert f"| en→fr | {EN[0]} | un &lt;unk&gt; \\| a\\\\b . | {FR[0]} |" in out.read_text(encoding="utf-8")
 
 
 def test_missing_hypotheses_give_one_line_and_status_2(tmp_path):
@@ -121,9 +127,10 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")])
     text = out.read_text(encoding="utf-8")
-    # (a wall-clock budget is a setting of one machine and thread count; the tests run one thread)
-    assert records[0]["omp_num_threads"] == "1"
-    machine = f"{records[0]['machine']}, OMP_NUM_THREADS=1"
+    # (a wall-clock budget is a setting of one machine and thread count; conftest sets the threads)
+    threads = os.environ["OMP_NUM_THREADS"]
+    assert records[0]["omp_num_threads"] == threads
+    machine = f"{records[0]['machine']}, OMP_NUM_THREADS={threads}"
     setting = f"`mass-fixed+emb128`, lr 0.001, smallcap_very_small, 14.0 minutes on {machine}"
     assert f"{setting}, beam 1 (greedy) minus beam 4, the same checkpoints" in text
     # fr→en distinct over the two seeds: beam 4 25% and 50%, mean 37.50, std 17.68; beam 1 100% twice
@@ -198,7 +205,8 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     # budget buys each other updates): settings of their own, neither replacing seed 2's figures
     # above nor paired with them
     newest = log.read_text(encoding="utf-8").splitlines()[-1]
-    for changes in ({"machine": "another machine"}, {"omp_num_threads": "2"}):
+    more_threads = str(int(threads) + 1)
+    for changes in ({"machine": "another machine"}, {"omp_num_threads": more_threads}):
         other = json.loads(newest)
         other.update(changes, checkpoint_sha1="0123456789ab")
         other["figures"]["fr-en"]["distinct"] = 1.0
@@ -209,6 +217,6 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     again_lines = out.read_text(encoding="utf-8").splitlines()
     at = again_lines.index(title)
     assert again_lines[at:at + 4] == lines[lines.index(title):lines.index(title) + 4]
-    assert not any(("on another machine" in line or "OMP_NUM_THREADS=2" in line) and "minus" in line
+    assert not any(("on another machine" in line or f"OMP_NUM_THREADS={more_threads}" in line) and "minus" in line
                    for line in again_lines)
-    assert sum(f"{records[0]['machine']}, OMP_NUM_THREADS=2 |" in line for line in again_lines) == 1  # its row
+    assert sum(f"{records[0]['machine']}, OMP_NUM_THREADS={more_threads} |" in line for line in again_lines) == 1

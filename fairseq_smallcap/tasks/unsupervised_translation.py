@@ -473,10 +473,11 @@ class UnsupervisedTranslationTask(TranslationTask):
         # exception", exit status 134; every run with OMP_NUM_THREADS=1 here). With --num-workers
         # N the DataLoader's worker processes still prefetch. (fairseq's own tasks, with our models
         # or criterion, keep the thread and are covered by clean_exit instead.)
-        if kwargs.get("data_buffer_size", 0) > 0 and not self._buffer_notice_given:
-            logger.info(f"--data-buffer-size {kwargs['data_buffer_size']} is not used: unsupervised_translation "
-                        "builds its batches without fairseq's prefetch thread (at exit it aborted finished runs "
-                        "under Python 3.11); --num-workers N prefetches in worker processes")
+        if (kwargs.get("data_buffer_size") or 0) > 0 and not self._buffer_notice_given:
+            logger.info(f"--data-buffer-size {kwargs['data_buffer_size']} (fairseq's default is 10) is ignored: "
+                        "unsupervised_translation builds its batches without fairseq's prefetch thread (at exit "
+                        "it aborted finished runs under Python 3.11); --num-workers N prefetches in worker "
+                        "processes")
             self._buffer_notice_given = True
         kwargs["data_buffer_size"] = 0
         curriculum = isinstance(dataset, _EpochRoundRobinZipDatasets) and bool(dataset.difficulty_cdf)
