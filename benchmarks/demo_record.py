@@ -106,7 +106,7 @@ def scores_of(work: Path):
             raise DemoRecordError(f"{paths['hypotheses']}: {len(hyps)} lines, but {paths['references']} "
                                   f"has {len(refs)}")
         figures[pair] = translation_scores(hyps, refs, sources)
-        examples[pair] = [list(example) for example in zip(sources, hyps, refs)][:EXAMPLES]
+        examples[pair] = [list(example) for example in zip(sources[:EXAMPLES], hyps[:EXAMPLES], refs[:EXAMPLES])]
     return figures, examples
 
 

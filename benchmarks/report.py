@@ -677,12 +677,11 @@ def recipe_text(record) -> str:
 
 def demo_decoding_lines(records) -> list:
     """For each setting (recipe, learning rate and other --extra flags, arch, minutes, machine and
-    threads: a time budget buys a different number of updates on another machine or thread count) with
-    records of two seeds or
-    more: each beam size over the seeds (mean ± std), then each other beam size against beam 4 on
-    the same checkpoints; and each other learning rate against 0.001 at beam 4 on the same seeds
-    (each trained at both rates): per-seed differences with their 95% t interval of BLEU, chrF and
-    distinct (percentage points). A seed's checkpoint is the one
+    threads: a time budget buys a different number of updates on another machine or thread count)
+    with records of two seeds or more: each beam size over the seeds (mean ± std), then each other
+    beam size against beam 4 on the same checkpoints; and each other learning rate against 0.001 at
+    beam 4 on the same seeds (each trained at both rates): per-seed differences with their 95% t
+    interval of BLEU, chrF and distinct (percentage points). A seed's checkpoint is the one
     (``checkpoint_sha1``) of its latest record in the ledger; decodings of its earlier checkpoints
     are left out, and so are records without a hash."""
     groups = {}
