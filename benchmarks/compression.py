@@ -26,6 +26,11 @@ Variants (``--variants``, comma-separated; the default is every one below that c
   (``smallcap-prune-rounds`` over all ``--prune-sparsities``, from the checkpoint, with
   ``--prune-train-flags``), each round finalized (``smallcap-prune-finalize``) and decoded by
   ``fairseq-generate`` fp32. Skipped unless ``--prune-train-flags`` is given.
+* ``dense-ft`` -- the control of the fine-tuned variants: the checkpoint fine-tuned, unpruned, with
+  the flags the others are fine-tuned with (``--prune-train-flags``, else
+  ``--structured-train-flags``), decoded by ``fairseq-generate`` fp32. A pruned model's loss
+  against the checkpoint mixes the pruning with the extra training; against ``dense-ft`` (with
+  flags that give each round the same updates) it is the pruning's alone. Skipped without either.
 
 Every tool is called as a subprocess by its console-script name, from the bin directory of the
 Python running this script. Every step is resumable: a variant's model is built once
@@ -273,13 +278,13 @@ def size_mb(path: Path) -> float:
 
 
 def variant_kind(name):
-    if name in FIXED:
+    if name in FIXED or name == "dense-ft":
         return name
     for kind, pattern in (("lowrank", r"lowrank-(0?\.\d+|1(\.0*)?)"), ("prune", r"prune-(0?\.\d+)"),
                           ("structured", r"structured-h(\d+)-f(0?\.\d+|1(\.0*)?)")):
         if re.fullmatch(pattern, name):
             return kind
-    raise BenchError(f"unknown variant {name!r} (known: {', '.join(FIXED)}, lowrank-E, prune-S, structured-hH-fF)")
+    raise BenchError(f"unknown variant {name!r} (known: {', '.join(FIXED)}, lowrank-E, prune-S, structured-hH-fF, dense-ft)")
 
 
 def export_ct2(checkpoint: Path, data: Path, out: Path, quantization: str, log: Path):
@@ -322,13 +327,20 @@ def structured_shape_flags(pruned: Path) -> list:
     return flags
 
 
+def dense_ft_flags(args):
+    """The fine-tuning flags of the ``dense-ft`` control: those of the pruning rounds, else those of
+    the structured variants."""
+    return args.prune_train_flags or args.structured_train_flags
+
+
 def build_variant(name, args, work: Path):
     """Make the variant's model (once); return its description (engine, model path, counts)."""
     vdir = work / name
     record = vdir / "built.json"
     built = done_json(record)
     kind = variant_kind(name)
-    fine_tunable = {"lowrank": args.lowrank_train_flags, "structured": args.structured_train_flags}
+    fine_tunable = {"lowrank": args.lowrank_train_flags, "structured": args.structured_train_flags,
+                    "dense-ft": dense_ft_flags(args)}
     train_flags = fine_tunable.get(kind)
     if built and kind in fine_tunable:  # its files are those of its fine-tuning, or of none
         was = built.get("train_flags", train_flags if built["fine_tuned"] == bool(train_flags) else "(others)")
@@ -388,6 +400,12 @@ def build_variant(name, args, work: Path):
         out = export_ct2(source, args.data, vdir / "model", "int8", logs / "export.log")
         info.update(engine="ct2", model=str(out), size_path=str(out), quantization="int8", heads_removed=heads,
                     ffn_keep=keep, params_from=str(source))
+    elif kind == "dense-ft":
+        tuned = fine_tune(args.data, anchor, vdir / "finetune", train_flags, [], logs / "finetune.log")
+        model = vdir / "model.pt"
+        strip_checkpoint(tuned, model)
+        info.update(engine="fairseq-generate", model=str(model), size_path=str(model), quantization="float32",
+                    fine_tuned=True)
     elif kind == "prune":
         sparsity = float(name.split("-", 1)[1])
         sparsities = sorted(set(args.prune_sparsities) | {sparsity})
@@ -695,9 +713,15 @@ def targets(rows, args):
     else:
         for name in ("ct2-int8 speed", "ct2-int8 fidelity", "ct2-int8 BLEU loss", "ct2-int8 size"):
             add(name, None, "ct2-int8 not in --variants")
+    control = rows.get("dense-ft")
+
+    def against_control(r):
+        return (f"; {control['bleu_mean'] - r['bleu_mean']:+.2f} against dense-ft (the checkpoint fine-tuned "
+                f"unpruned with the same flags, fp32)") if control and r.get("bleu_mean") is not None else ""
+
     half = rows.get("prune-0.5")
     add("50% magnitude pruning with rewinding within 0.5 BLEU", half["ratios"]["bleu_loss"] <= 0.5 if half else None,
-        f"{half['ratios']['bleu_loss']:+.2f} BLEU lost" if half else "prune-0.5 not measured")
+        f"{half['ratios']['bleu_loss']:+.2f} BLEU lost{against_control(half)}" if half else "prune-0.5 not measured")
     pruned = sorted((r["sparsity_target"], r["ratios"]["bleu_loss"]) for r in rows.values() if r["kind"] == "prune")
     first = next((s for s, loss in pruned if loss >= 1), None)
     out.append({"target": "first sparsity losing 1 BLEU", "status": "measured" if pruned else "not measured",
@@ -711,7 +735,7 @@ def targets(rows, args):
         bool(winners) if candidates and base else None,
         ", ".join(winners) if winners else ("; ".join(
             f"{r['variant']}: {speed_at(r, SPEED_BATCH, 1, threads)} vs {base} tokens/s, "
-            f"{r['ratios']['bleu_loss']:+.2f} BLEU lost" for r in candidates) or "none measured"))
+            f"{r['ratios']['bleu_loss']:+.2f} BLEU lost{against_control(r)}" for r in candidates) or "none measured"))
     return out
 
 
@@ -827,7 +851,8 @@ def build_parser():
     p.add_argument("--data", type=Path, help="its data directory (smallcap-prepare --multi30k) (required)")
     p.add_argument("--variants", default=None,
                    help="comma-separated variants (default: " + ",".join(FIXED + DEFAULT_LOWRANK + DEFAULT_STRUCTURED)
-                   + " and prune-S for each --prune-sparsities when --prune-train-flags is given)")
+                   + " and prune-S for each --prune-sparsities when --prune-train-flags is given, and dense-ft "
+                   "when it or --structured-train-flags is)")
     p.add_argument("--prune-sparsities", default="0.5,0.8")
     p.add_argument("--prune-train-flags", default=None,
                    help="fairseq-train flags of each pruning round (after DATA; not --save-dir/--finetune-from-model)")
@@ -936,13 +961,16 @@ def _main(args):
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     else:
         variants = FIXED + DEFAULT_LOWRANK + DEFAULT_STRUCTURED + (
-            [f"prune-{s:g}" for s in args.prune_sparsities] if args.prune_train_flags else [])
+            [f"prune-{s:g}" for s in args.prune_sparsities] if args.prune_train_flags else []) + (
+            ["dense-ft"] if dense_ft_flags(args) else [])
     for v in variants:
         variant_kind(v)
     skipped = {}
     for v in variants:
         if variant_kind(v) == "prune" and not args.prune_train_flags:
             skipped[v] = "needs --prune-train-flags (it trains)"
+        if variant_kind(v) == "dense-ft" and not dense_ft_flags(args):
+            skipped[v] = "needs --prune-train-flags or --structured-train-flags (the flags of the fine-tuning it controls)"
     variants = [v for v in variants if v not in skipped]
     variants = [ANCHOR] + [v for v in variants if v != ANCHOR]  # the anchor is always measured, first
     args.work.mkdir(parents=True, exist_ok=True)

@@ -193,3 +193,39 @@ def test_structured_variant_fine_tuned_with_its_shapes(tiny_data, tmp_path):
         other = run([*command, *flags], cwd=REPO_ROOT, check=False)
         errors = [line for line in other.stderr.splitlines() if line.startswith("compression.py: error:")]
         assert other.returncode == 2 and len(errors) == 1 and "fine-tuning flags" in errors[0], other.stderr
+
+
+def test_dense_ft_control_is_the_checkpoint_fine_tuned_unpruned(tiny_data, trained_checkpoint, tmp_path):
+    """dense-ft, the control of the pruned variants: the checkpoint fine-tuned with the pruning rounds'
+    own --prune-train-flags and nothing pruned, and that fine-tuned model (not the checkpoint) is what
+    fairseq-generate decodes; without fine-tuning flags it is skipped with its reason."""
+    import torch
+
+    checkpoint, _ = trained_checkpoint
+    train = shlex.join([*map(str, TRAIN_FLAGS), "--lambda-dae", "1", "--lambda-bt", "0", "--disable-validation",
+                        "--max-update", "2"])
+    command = [sys.executable, SCRIPT, "--work", tmp_path / "work", "--checkpoint", checkpoint,
+               "--data", tiny_data, "--variants", "fairseq-fp32,dense-ft", "--speed-sentences", "8", "--test-lines", "8",
+               "--threads", "1", "--batch-sizes", "32", "--beams", "1", "--quality-beam", "1", "--max-len-b", "20",
+               "--min-speed-seconds", "0"]
+    result = run([*command, "--prune-train-flags", train], cwd=REPO_ROOT)
+    record = json.loads((tmp_path / "work" / "record.json").read_text(encoding="utf-8"))
+    rows = record["figures"]["variants"]
+    assert list(rows) == ["fairseq-fp32", "dense-ft"] and not record["figures"]["skipped"]
+    row = rows["dense-ft"]
+    assert row["fine_tuned"] is True and row["engine"] == "fairseq-generate", row
+    assert all(row["test"][d]["bleu"] is not None for d in ("en-fr", "fr-en")), result.stdout
+    load = lambda p: torch.load(p, map_location="cpu", weights_only=False)  # noqa: E731
+    work = tmp_path / "work" / "dense-ft"
+    anchor, tuned, decoded = (load(p)["model"] for p in (tmp_path / "work" / "fairseq-fp32" / "model.pt",
+                                                           work / "finetune" / "checkpoint_last.pt", work / "model.pt"))
+    assert load(work / "finetune" / "checkpoint_last.pt")["optimizer_history"][-1]["num_updates"] == 2
+    assert {k: v.shape for k, v in decoded.items()} == {k: v.shape for k, v in anchor.items()}
+    assert all(torch.equal(decoded[k], tuned[k]) for k in anchor)  # the fine-tuned weights are decoded
+    assert any(not torch.equal(decoded[k], v) for k, v in anchor.items() if v.is_floating_point())
+    assert not [k for k in tuned if k.endswith("_mask") or k.endswith("_orig")]  # nothing pruned (no masks)
+    # no fine-tuning flags: nothing to control, skipped with its reason (the anchor still measured)
+    run(command, cwd=REPO_ROOT)
+    record = json.loads((tmp_path / "work" / "record.json").read_text(encoding="utf-8"))
+    assert list(record["figures"]["variants"]) == ["fairseq-fp32"]
+    assert "needs --prune-train-flags" in record["figures"]["skipped"]["dense-ft"]
