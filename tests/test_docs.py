@@ -182,7 +182,8 @@ def test_time_to_quality_tables_from_the_ledger(tmp_path):
 def test_compression_block_has_the_newest_record_of_each_model(tmp_path):
     """The README's compression block: one row group per model, from that model's newest record
     (a record's model: setup.arch, or before that was kept, the ARCH/seedN directory of its
-    checkpoint), the Pareto variants only, speeds against the same record's fairseq-generate."""
+    checkpoint), the anchor, the Pareto variants (✱) and the fine-tuned ones, speeds against the same
+    record's fairseq-generate."""
     results, readme, out = copied_reports(tmp_path)
 
     committed = json.loads((LEDGER.parent / "compression.jsonl").read_text(encoding="utf-8").splitlines()[-1])
@@ -205,16 +206,20 @@ def test_compression_block_has_the_newest_record_of_each_model(tmp_path):
                       "python old-very-small"),  # no setup.arch: the model is read from the path
                record("/runs/small/bt/checkpoint_best.pt", "smallcap_small", 50.0, 400.0, 9.0, "python small"),
                record("/elsewhere/checkpoint_best.pt", "smallcap_very_small", 200.0, 1000.0, 7.0, "python new-very-small")]
+    pruned = dict(json.loads(json.dumps(records[2]["figures"]["variants"]["fairseq-fp32"])), fine_tuned=True)
+    pruned["speed"]["t1.b32.beam1"]["tokens_per_s"] = 190.0
+    records[2]["figures"]["variants"]["prune-0.5"] = pruned  # not on the frontier, fine-tuned: shown
     (results / "compression.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     result = report("--results-dir", results, "--readme", readme, "--out", out)
     assert result.returncode == 0, result.stderr
     text = readme.read_text(encoding="utf-8")
     block = text[text.index("<!-- compression:begin -->"):text.index("<!-- compression:end -->")]
     rows = [line for line in block.splitlines() if line.startswith("| `")]
-    assert rows == ["| `smallcap_very_small` | `fairseq-fp32` | 12.00 | 200 (1.00×) | 7.00 | 8.00 | 100.0 |",
-                    "| `smallcap_very_small` | `ct2-int8` | 4.00 | 1,000 (5.00×) | 7.00 | 8.00 | 90.0 |",
-                    "| `smallcap_small` | `fairseq-fp32` | 12.00 | 50 (1.00×) | 9.00 | 10.00 | 100.0 |",
-                    "| `smallcap_small` | `ct2-int8` | 4.00 | 400 (8.00×) | 9.00 | 10.00 | 90.0 |"], rows
+    assert rows == ["| `smallcap_very_small` | `fairseq-fp32 ✱` | 12.00 | 200 (1.00×) | 7.00 | 8.00 | 100.0 |",
+                    "| `smallcap_very_small` | `ct2-int8 ✱` | 4.00 | 1,000 (5.00×) | 7.00 | 8.00 | 90.0 |",
+                    "| `smallcap_very_small` | `prune-0.5 (fine-tuned)` | 12.00 | 190 (0.95×) | 7.00 | 8.00 | 100.0 |",
+                    "| `smallcap_small` | `fairseq-fp32 ✱` | 12.00 | 50 (1.00×) | 9.00 | 10.00 | 100.0 |",
+                    "| `smallcap_small` | `ct2-int8 ✱` | 4.00 | 400 (8.00×) | 9.00 | 10.00 | 90.0 |"], rows
     assert "python new-very-small\npython small\n```" in block and "old-very-small" not in block
     bench = out.read_text(encoding="utf-8")
     assert "### `smallcap_very_small`, 2000-01-02" in bench and "### `smallcap_small`, 2000-01-02" in bench
