@@ -27,10 +27,12 @@ Variants (``--variants``, comma-separated; the default is every one below that c
   ``--prune-train-flags``), each round finalized (``smallcap-prune-finalize``) and decoded by
   ``fairseq-generate`` fp32. Skipped unless ``--prune-train-flags`` is given.
 * ``dense-ft`` -- the control of the fine-tuned variants: the checkpoint fine-tuned, unpruned, with
-  the flags the others are fine-tuned with (``--prune-train-flags``, else
-  ``--structured-train-flags``), decoded by ``fairseq-generate`` fp32. A pruned model's loss
-  against the checkpoint mixes the pruning with the extra training; against ``dense-ft`` (with
-  flags that give each round the same updates) it is the pruning's alone. Skipped without either.
+  ``--prune-train-flags`` (else ``--structured-train-flags``), decoded by ``fairseq-generate`` fp32.
+  A fine-tuned variant's loss against the checkpoint mixes what it removed with the extra training;
+  against ``dense-ft`` it is the removal's alone, for the variants fine-tuned once with the same
+  flags: the first pruning round, and a structured or low-rank variant given the same flags (the
+  targets' details give it for those only). Not a compression: left out of the Pareto set.
+  Skipped without either flag.
 
 Every tool is called as a subprocess by its console-script name, from the bin directory of the
 Python running this script. Every step is resumable: a variant's model is built once
@@ -340,7 +342,7 @@ def build_variant(name, args, work: Path):
     built = done_json(record)
     kind = variant_kind(name)
     fine_tunable = {"lowrank": args.lowrank_train_flags, "structured": args.structured_train_flags,
-                    "dense-ft": dense_ft_flags(args)}
+                    "prune": args.prune_train_flags, "dense-ft": dense_ft_flags(args)}
     train_flags = fine_tunable.get(kind)
     if built and kind in fine_tunable:  # its files are those of its fine-tuning, or of none
         was = built.get("train_flags", train_flags if built["fine_tuned"] == bool(train_flags) else "(others)")
@@ -668,9 +670,11 @@ def add_ratios(rows, args):
 
 def pareto(rows, args):
     """Variants not dominated on (size: smaller, tokens/s at batch 32 greedy with the most threads:
-    higher, mean BLEU: higher); a variant without that speed figure is left out."""
+    higher, mean BLEU: higher); a variant without that speed figure is left out, and so is the
+    ``dense-ft`` control (more training, not a compression)."""
     threads = max(args.threads)
-    points = {n: (r["size_mb"], speed_at(r, SPEED_BATCH, 1, threads), r["bleu_mean"]) for n, r in rows.items()}
+    points = {n: (r["size_mb"], speed_at(r, SPEED_BATCH, 1, threads), r["bleu_mean"]) for n, r in rows.items()
+              if r["kind"] != "dense-ft"}
     points = {n: p for n, p in points.items() if p[1] is not None}
 
     def dominates(a, b):
@@ -716,8 +720,12 @@ def targets(rows, args):
     control = rows.get("dense-ft")
 
     def against_control(r):
+        """The BLEU lost against dense-ft, for a variant fine-tuned once with the same flags."""
+        once = r["kind"] != "prune" or Path(r.get("round_dir", "")).name == "round1"
+        if not (control and r.get("fine_tuned") and once and r.get("train_flags") == control.get("train_flags")):
+            return ""
         return (f"; {control['bleu_mean'] - r['bleu_mean']:+.2f} against dense-ft (the checkpoint fine-tuned "
-                f"unpruned with the same flags, fp32)") if control and r.get("bleu_mean") is not None else ""
+                f"unpruned with the same flags, decoded in fp32)")
 
     half = rows.get("prune-0.5")
     add("50% magnitude pruning with rewinding within 0.5 BLEU", half["ratios"]["bleu_loss"] <= 0.5 if half else None,
@@ -733,7 +741,7 @@ def targets(rows, args):
                and speed_at(r, SPEED_BATCH, 1, threads) > base and r["ratios"]["bleu_loss"] <= 1]
     add("a structured or low-rank model faster in CTranslate2 (int8, than ct2-int8) at <= 1 BLEU loss",
         bool(winners) if candidates and base else None,
-        ", ".join(winners) if winners else ("; ".join(
+        (f"met by {', '.join(winners)}; " if winners else "") + ("; ".join(
             f"{r['variant']}: {speed_at(r, SPEED_BATCH, 1, threads)} vs {base} tokens/s, "
             f"{r['ratios']['bleu_loss']:+.2f} BLEU lost{against_control(r)}" for r in candidates) or "none measured"))
     return out

@@ -224,8 +224,55 @@ def test_dense_ft_control_is_the_checkpoint_fine_tuned_unpruned(tiny_data, train
     assert all(torch.equal(decoded[k], tuned[k]) for k in anchor)  # the fine-tuned weights are decoded
     assert any(not torch.equal(decoded[k], v) for k, v in anchor.items() if v.is_floating_point())
     assert not [k for k in tuned if k.endswith("_mask") or k.endswith("_orig")]  # nothing pruned (no masks)
+    assert "dense-ft" not in record["figures"]["pareto"]  # a control, not a compression
+    # its flags: the pruning rounds', else the structured variants'; other flags are refused in one line
+    other = train + " --lr 0.01"
+    for flags, refused in ((["--prune-train-flags", train, "--structured-train-flags", other], False),
+                           (["--structured-train-flags", train], False), (["--structured-train-flags", other], True),
+                           (["--prune-train-flags", other, "--structured-train-flags", train], True)):
+        again = run([*command, *flags], cwd=REPO_ROOT, check=False)
+        errors = [line for line in again.stderr.splitlines() if line.startswith("compression.py: error:")]
+        assert (again.returncode, len(errors)) == ((2, 1) if refused else (0, 0)), (flags, again.stderr)
     # no fine-tuning flags: nothing to control, skipped with its reason (the anchor still measured)
     run(command, cwd=REPO_ROOT)
     record = json.loads((tmp_path / "work" / "record.json").read_text(encoding="utf-8"))
     assert list(record["figures"]["variants"]) == ["fairseq-fp32"]
     assert "needs --prune-train-flags" in record["figures"]["skipped"]["dense-ft"]
+
+
+def test_targets_compare_with_dense_ft_only_what_was_fine_tuned_once_with_its_flags():
+    """The pruning and structured targets give the loss against dense-ft beside the loss against the
+    checkpoint only where the control matches: the first pruning round (later rounds were fine-tuned
+    more than once), and a structured variant fine-tuned with the same flags."""
+    import argparse
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import compression
+
+    def row(name, kind, bleu, flags="F", **more):
+        speed = {"t1.b32.beam1": {"tokens_per_s": 100.0}}
+        return {"variant": name, "kind": kind, "bleu_mean": bleu, "fine_tuned": flags is not None,
+                "train_flags": flags, "ratios": {"bleu_loss": round(10.0 - bleu, 2)}, "speed": speed, **more}
+
+    rows = {"fairseq-fp32": row("fairseq-fp32", "fairseq-fp32", 10.0, None),
+            "ct2-int8": row("ct2-int8", "ct2-int8", 9.9, None, fidelity=92.0),
+            "dense-ft": row("dense-ft", "dense-ft", 10.5),
+            "prune-0.5": row("prune-0.5", "prune", 10.2, sparsity_target=0.5, round_dir="/w/prune-rounds/round1"),
+            "prune-0.7": row("prune-0.7", "prune", 9.4, sparsity_target=0.7, round_dir="/w/prune-rounds/round2"),
+            "structured-h0-f0.5": row("structured-h0-f0.5", "structured", 9.6),
+            "structured-h1-f0.5": row("structured-h1-f0.5", "structured", 8.9, flags="G")}
+    rows["ct2-int8"]["speed"]["t1.b32.beam1"]["tokens_per_s"] = 90.0
+    rows["ct2-int8"]["ratios"].update(speed_t1_b32_greedy=5.0, speed_t1_b32_beam4=3.0, size=3.0, weights=3.2)
+    goals = {g["target"]: g["detail"] for g in compression.targets(rows, argparse.Namespace(threads=[1], ct2_layout="inter"))}
+    assert goals["50% magnitude pruning with rewinding within 0.5 BLEU"] == (
+        "-0.20 BLEU lost; +0.30 against dense-ft (the checkpoint fine-tuned unpruned with the same flags, "
+        "decoded in fp32)")
+    assert goals["first sparsity losing 1 BLEU"] == "none of [0.5, 0.7]"
+    rows["prune-0.5"]["round_dir"] = "/w/prune-rounds/round2"  # (--prune-sparsities 0.3,0.5: fine-tuned twice)
+    again = {g["target"]: g["detail"] for g in compression.targets(rows, argparse.Namespace(threads=[1], ct2_layout="inter"))}
+    assert again["50% magnitude pruning with rewinding within 0.5 BLEU"] == "-0.20 BLEU lost"
+    rows["prune-0.5"]["round_dir"] = "/w/prune-rounds/round1"
+    structured = next(d for t, d in goals.items() if t.startswith("a structured"))
+    assert structured == ("met by structured-h0-f0.5; structured-h0-f0.5: 100.0 vs 90.0 tokens/s, +0.40 BLEU lost; "
+                          "+0.90 against dense-ft (the checkpoint fine-tuned unpruned with the same flags, decoded in "
+                          "fp32); structured-h1-f0.5: 100.0 vs 90.0 tokens/s, +1.10 BLEU lost")
