@@ -182,7 +182,7 @@ def test_time_to_quality_tables_from_the_ledger(tmp_path):
 def test_compression_block_has_the_newest_record_of_each_model(tmp_path):
     """The README's compression block: one row group per model, from that model's newest record
     (a record's model: setup.arch, or before that was kept, the ARCH/seedN directory of its
-    checkpoint), the anchor, the Pareto variants (✱) and the fine-tuned ones, speeds against the same
+    checkpoint), the anchor, ct2-int8, the Pareto variants (✱) and the fine-tuned ones, speeds against the same
     record's fairseq-generate."""
     results, readme, out = copied_reports(tmp_path)
 
