@@ -217,9 +217,10 @@ def test_dense_ft_control_is_the_checkpoint_fine_tuned_unpruned(tiny_data, train
     assert all(row["test"][d]["bleu"] is not None for d in ("en-fr", "fr-en")), result.stdout
     load = lambda p: torch.load(p, map_location="cpu", weights_only=False)  # noqa: E731
     work = tmp_path / "work" / "dense-ft"
-    anchor, tuned, decoded = (load(p)["model"] for p in (tmp_path / "work" / "fairseq-fp32" / "model.pt",
-                                                           work / "finetune" / "checkpoint_last.pt", work / "model.pt"))
-    assert load(work / "finetune" / "checkpoint_last.pt")["optimizer_history"][-1]["num_updates"] == 2
+    finetuned = load(work / "finetune" / "checkpoint_last.pt")
+    anchor, decoded = (load(p)["model"] for p in (tmp_path / "work" / "fairseq-fp32" / "model.pt", work / "model.pt"))
+    tuned = finetuned["model"]
+    assert finetuned["optimizer_history"][-1]["num_updates"] == 2
     assert {k: v.shape for k, v in decoded.items()} == {k: v.shape for k, v in anchor.items()}
     assert all(torch.equal(decoded[k], tuned[k]) for k in anchor)  # the fine-tuned weights are decoded
     assert any(not torch.equal(decoded[k], v) for k, v in anchor.items() if v.is_floating_point())
