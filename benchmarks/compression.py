@@ -339,16 +339,23 @@ def dense_ft_flags(args):
     return args.prune_train_flags or args.structured_train_flags
 
 
+# the kinds that are fine-tuned: kind -> (their flags, why the kind is skipped without them, or
+# None where it is built without fine-tuning)
+FINE_TUNED = {"lowrank": (lambda args: args.lowrank_train_flags, None),
+              "structured": (lambda args: args.structured_train_flags, None),
+              "prune": (lambda args: args.prune_train_flags, "needs --prune-train-flags (it trains)"),
+              "dense-ft": (dense_ft_flags, "needs --prune-train-flags or --structured-train-flags (the flags of "
+                                           "the fine-tuning it controls)")}
+
+
 def build_variant(name, args, work: Path):
     """Make the variant's model (once); return its description (engine, model path, counts)."""
     vdir = work / name
     record = vdir / "built.json"
     built = done_json(record)
     kind = variant_kind(name)
-    fine_tunable = {"lowrank": args.lowrank_train_flags, "structured": args.structured_train_flags,
-                    "prune": args.prune_train_flags, "dense-ft": dense_ft_flags(args)}
-    train_flags = fine_tunable.get(kind)
-    if built and kind in fine_tunable:  # its files are those of its fine-tuning, or of none
+    train_flags = FINE_TUNED[kind][0](args) if kind in FINE_TUNED else None
+    if built and kind in FINE_TUNED:  # its files are those of its fine-tuning, or of none
         was = built.get("train_flags", train_flags if built["fine_tuned"] == bool(train_flags) else "(others)")
         if was != train_flags:  # (a description from before the flags were kept: known by fine_tuned)
             raise BenchError(f"{name}: built in {vdir} with fine-tuning flags {was!r}, not {train_flags!r}: "
@@ -358,7 +365,7 @@ def build_variant(name, args, work: Path):
     anchor = work / ANCHOR / "model.pt"
     logs = vdir / "logs"
     info = {"variant": name, "kind": kind, "fine_tuned": False,
-            **({"train_flags": train_flags} if kind in fine_tunable else {})}
+            **({"train_flags": train_flags} if kind in FINE_TUNED else {})}
     if kind == ANCHOR:
         strip_checkpoint(args.checkpoint, anchor)
         info.update(engine="fairseq-generate", model=str(anchor), size_path=str(anchor), quantization="float32")
@@ -981,10 +988,9 @@ def _main(args):
         variant_kind(v)
     skipped = {}
     for v in variants:
-        if variant_kind(v) == "prune" and not args.prune_train_flags:
-            skipped[v] = "needs --prune-train-flags (it trains)"
-        if variant_kind(v) == "dense-ft" and not dense_ft_flags(args):
-            skipped[v] = "needs --prune-train-flags or --structured-train-flags (the flags of the fine-tuning it controls)"
+        flags, why = FINE_TUNED.get(variant_kind(v), (None, None))
+        if why and not flags(args):
+            skipped[v] = why
     variants = [v for v in variants if v not in skipped]
     variants = [ANCHOR] + [v for v in variants if v != ANCHOR]  # the anchor is always measured, first
     args.work.mkdir(parents=True, exist_ok=True)

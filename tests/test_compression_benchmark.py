@@ -252,11 +252,15 @@ def test_dense_ft_control_is_the_checkpoint_fine_tuned_unpruned(tiny_data, train
         again = run([*command, *flags], cwd=REPO_ROOT, check=False)
         errors = [line for line in again.stderr.splitlines() if line.startswith("compression.py: error:")]
         assert (again.returncode, len(errors)) == ((2, 1) if refused else (0, 0)), (flags, again.stderr)
-    # no fine-tuning flags: nothing to control, skipped with its reason (the anchor still measured)
-    run(command, cwd=REPO_ROOT)
+    # no fine-tuning flags: nothing to control and nothing to prune with, each skipped with its
+    # reason (the anchor still measured)
+    run([a if a != "fairseq-fp32,dense-ft" else "fairseq-fp32,dense-ft,prune-0.5" for a in command], cwd=REPO_ROOT)
     record = json.loads((tmp_path / "work" / "record.json").read_text(encoding="utf-8"))
     assert list(record["figures"]["variants"]) == ["fairseq-fp32"]
-    assert "needs --prune-train-flags" in record["figures"]["skipped"]["dense-ft"]
+    skipped = record["figures"]["skipped"]
+    assert list(skipped) == ["dense-ft", "prune-0.5"], skipped
+    assert "needs --prune-train-flags or --structured-train-flags" in skipped["dense-ft"]
+    assert skipped["prune-0.5"] == "needs --prune-train-flags (it trains)"
 
 
 def test_targets_compare_with_dense_ft_only_what_was_fine_tuned_once_with_its_flags():
