@@ -14,9 +14,10 @@ Variants (``--variants``, comma-separated; the default is every one below that c
   every Linear at load time (on disk: the fp32 checkpoint);
 * ``ct2-float32``, ``ct2-int8``, ``ct2-int16``, ``ct2-int8_float16`` -- ``smallcap-export-ct2
   --quantization Q``, decoded by ``smallcap-translate``. ``int8_float16`` stores the matrices in
-  int8 and every other float (position tables, biases, layer norms) in float16: on a CPU, which
-  has no float16 arithmetic, CTranslate2 loads it as int8 with float32 for the rest (its
-  ``int8_float32``), so it is ``ct2-int8``'s computation from a smaller file;
+  int8 and the other float parameters (position tables, biases, layer norms; not the int8
+  scales) in float16: on a CPU, which has no float16 arithmetic, CTranslate2 loads it as int8
+  with float32 for the rest (its ``int8_float32``), so it is ``ct2-int8``'s arithmetic on values
+  rounded to float16, from a smaller file;
 * ``lowrank-E`` -- ``smallcap-lowrank --layers '.*' --energy E`` (every Linear layer at the
   smallest rank keeping the fraction E of its squared singular values), fine-tuned only when
   ``--lowrank-train-flags`` is given, merged back (``--merge``) and exported to ct2-int8;
@@ -699,7 +700,8 @@ def times(value):
 
 
 def targets(rows, args):
-    """Issue 22's targets, met / not met / not measured, from the figures."""
+    """Issue 22's targets, met / not met / not measured, from the figures (the four int8 ones for
+    ct2-int8, and for ct2-int8_float16 too when it was measured)."""
     out = []
     threads = max(args.threads)
 
@@ -707,7 +709,7 @@ def targets(rows, args):
         out.append({"target": name, "status": "not measured" if met is None else ("met" if met else "not met"),
                     "detail": detail})
 
-    for name in [n for n in INT8_CT2 if n in rows] or ["ct2-int8"]:
+    for name in INT8_CT2[:1] + tuple(n for n in INT8_CT2[1:] if n in rows):
         int8 = rows.get(name)
         if not int8:
             for what in ("speed", "fidelity", "BLEU loss", "size"):
