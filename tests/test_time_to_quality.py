@@ -43,10 +43,12 @@ def test_time_to_quality_end_to_end(tiny_data, tmp_path):
     assert figures["budget_minutes"] == 0.3 and figures["ours_budget_minutes"] == 0.2
     # each run of ours is on its own clock and budget, from its own embeddings: its clock starts at
     # 0 (one clock for all would put ours-s2's embeddings after ours-s1's end, past 0.2), and it ends
-    # some seconds after its 0.2 minutes (fairseq's start-up of each stage is not on fairseq's clock)
+    # after its 0.2 minutes: by how much depends on the machine's load (fairseq's start-up of each
+    # stage is not on fairseq's clock), so the upper bound is loose: the commands have no
+    # --max-update, and a stage that ignored its budget would not end
     ends = figures["end_minutes"]
     for system in ours:
-        assert 0.2 <= ends[system] < 0.6, ends
+        assert 0.2 <= ends[system] < 5, ends
         assert 0 < figures["ours_stage_end_minutes"][system]["embeddings"] < 0.2  # (within ours' budget)
     commands = record["setup"]["commands"]
     assert "--seed 1 " in commands["ours-s1"]["mass"] and "--seed 2 " in commands["ours-s2"]["finetune"]
