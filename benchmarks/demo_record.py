@@ -28,6 +28,7 @@ PAIRS = ("en-fr", "fr-en")
 EXAMPLES = 3  # the test sentences demo.sh prints as examples: the first three of each direction
 DISTINCT_TARGET = 0.95
 RECIPE_LR = 0.001  # the measured recipe's learning rate, and demo.sh's before it depended on the budget
+MASS_SHARE = 0.3  # demo.sh's default share of the budget for MASS, and its share before --mass-share
 
 
 class DemoRecordError(Exception):
@@ -123,6 +124,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--beam", type=int, default=4, help="the demo's --beam (beam size of the test translations)")
     parser.add_argument("--lr", type=float, default=RECIPE_LR,
                         help="the learning rate demo.sh gave both stages (an --lr in --extra overrides it)")
+    parser.add_argument("--mass-share", type=float, default=MASS_SHARE,
+                        help="the demo's --mass-share (the budget's share for MASS pretraining)")
     parser.add_argument("--resumed", action="store_true", help="the demo resumed an earlier, interrupted run")
     parser.add_argument("--decoded-only", action="store_true",
                         help="both training stages had finished before: this run only decoded the checkpoint again")
@@ -143,6 +146,7 @@ def main(argv=None) -> dict:
         **({"recipe": args.recipe} if args.recipe else {}),
         **({"extra": args.extra} if args.extra else {}),
         "minutes": args.minutes,
+        "mass_share": args.mass_share,
         "wall_s": round(args.wall_s, 1),
         "resumed": args.resumed,
         "decoded_only": args.decoded_only,

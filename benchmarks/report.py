@@ -22,7 +22,7 @@ from curation_ablation import (DEFAULT_RECIPE, LEGACY_RECIPE, SYSTEMS, report_di
                                report_paired, table_order)
 from curation_ablation import recipe as recipe_of
 from compression import newest_by_arch, record_arch
-from demo_record import RECIPE_LR, split_lr
+from demo_record import MASS_SHARE, RECIPE_LR, split_lr
 from scoring import format_paired, mean_std, paired_differences
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -660,11 +660,14 @@ def cell(text: str) -> str:
 
 def demo_setting(record) -> tuple:
     """A demo record's setting: its recipe, the learning rate both stages trained with, and its other
-    ``--extra`` flags. An ``--lr`` in ``--extra`` is the same training as demo.sh giving that rate
-    itself, so such records group with those; records from before the rate was recorded ran demo.sh's
-    0.001 unless their ``--extra`` set one."""
+    flags: demo.sh's ``--mass-share`` where it is not the default 0.3, then ``--extra``'s. An ``--lr``
+    in ``--extra`` is the same training as demo.sh giving that rate itself, so such records group with
+    those; records from before the rate was recorded ran demo.sh's 0.001 unless their ``--extra`` set
+    one, and those from before --mass-share its 0.3."""
     extra_lr, rest = split_lr(record.get("extra"))
     lr = record.get("lr", extra_lr)
+    share = record.get("mass_share", MASS_SHARE)
+    rest = ([f"--mass-share {share:g}"] if share != MASS_SHARE else []) + rest
     return record.get("recipe", "mass-fixed+emb128"), RECIPE_LR if lr is None else lr, " ".join(rest)
 
 

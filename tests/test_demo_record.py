@@ -172,8 +172,11 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     unsaved = demo_dir(tmp_path / "s5", FR, two_captions)  # no checkpoint: the rate as given, --extra's last
     record(unsaved, log, "--seed", "5", "--lr", "0.002", "--extra=--lr 0.003 --amp")
     record(work, log, "--seed", "6", "--lr", "0.002", "--extra=--amp")  # (work: "1 again", trained at 0.001)
+    # another --mass-share is another setting, written before --extra's flags; the default 0.3 is not written
+    record(trained("s7", "7 with half MASS", 0.001), log, "--seed", "7", "--mass-share", "0.5", "--extra=--amp")
     records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
-    assert [r["lr"] for r in records[-7:]] == [0.001, 0.001, 0.001, 0.002, 0.002, 0.003, 0.001]
+    assert [r["lr"] for r in records[-8:]] == [0.001, 0.001, 0.001, 0.002, 0.002, 0.003, 0.001, 0.001]
+    assert [r["mass_share"] for r in records[-8:]] == [0.3] * 7 + [0.5]
     run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
          "--readme", tmp_path / "README.md"])
     text = out.read_text(encoding="utf-8")
@@ -182,6 +185,7 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     assert "distinct (points) +50.00 (seed 2 only: no interval)" in fr_en, fr_en
     assert "60.0 minutes on" not in text and "seeds 1, 2, 3" not in text
     assert "| `mass-fixed+emb128`, lr 0.001 + `--amp` | smallcap_very_small | 14.0 | 6 | 4 |" in text
+    assert "| `mass-fixed+emb128`, lr 0.001 + `--mass-share 0.5 --amp` | smallcap_very_small | 14.0 | 7 | 4 |" in text
     assert f"`mass-fixed+emb128`, lr 0.002 + `--amp`, smallcap_very_small, 14.0 minutes on {machine}, beam 4, " \
            "seeds 3, 4 (mean ± std)" in text
     assert "| `mass-fixed+emb128`, lr 0.002 + `--amp` | smallcap_very_small | 14.0 | 4 | 4 |" in text

@@ -51,6 +51,9 @@ def test_bad_seed_beam_and_extra(tmp_path):
     assert one_line_error(demo(tmp_path, "--work", work, "--seed", "x")) == "demo.sh: --seed x: expected a whole number"
     assert one_line_error(demo(tmp_path, "--work", work, "--beam", "0")) == \
         "demo.sh: --beam 0: expected a whole number above 0"
+    for share in ("0", "0.0", "1", "1.5", "x", "-0.3"):
+        assert one_line_error(demo(tmp_path, "--work", work, "--mass-share", share)) == \
+            f"demo.sh: --mass-share {share}: expected a number above 0 and below 1, like 0.3"
     assert one_line_error(demo(tmp_path, "--work", work, "--extra", "--amp --seed 3")) == \
         "demo.sh: --extra '--amp --seed 3': give the seed with --seed, not inside --extra"
     assert not work.exists() and calls(tmp_path) == []
@@ -63,7 +66,7 @@ def test_stages_run_once_and_a_rerun_with_another_beam_only_decodes(tmp_path):
     (mass,) = calls(tmp_path)[1:]  # (the embeddings, then the failed MASS stage)
     assert mass.startswith("fairseq-train ") and "--lambda-mass 1 " in mass
     assert not list(work.glob("*.finished"))
-    assert (work / "settings").read_text() == "arch=smallcap_very_small minutes=14 seed=1 raw= extra= lr=0.002\n"
+    assert (work / "settings").read_text() == "arch=smallcap_very_small minutes=14 seed=1 raw= extra= lr=0.002 mass_share=0.3\n"
 
     # run again: both stages, then the two decodings with the default beam 4
     result = demo(tmp_path, "--work", work)
@@ -84,8 +87,8 @@ def test_stages_run_once_and_a_rerun_with_another_beam_only_decodes(tmp_path):
     # another seed on it is refused before anything runs; the settings stay
     line = one_line_error(demo(tmp_path, "--work", work, "--seed", "2"))
     assert line == (f"demo.sh: --work {work} was trained with 'arch=smallcap_very_small minutes=14 seed=1 raw= "
-                    "extra= lr=0.002', not 'arch=smallcap_very_small minutes=14 seed=2 raw= extra= lr=0.002': give "
-                    "those or another --work")
+                    "extra= lr=0.002 mass_share=0.3', not 'arch=smallcap_very_small minutes=14 seed=2 raw= extra= "
+                    "lr=0.002 mass_share=0.3': give those or another --work")
     assert calls(tmp_path) == [] and "seed=1 " in (work / "settings").read_text()
 
 
@@ -120,9 +123,29 @@ def test_settings_from_before_the_learning_rate_ran_at_0_001(tmp_path):
         result = demo(tmp_path, "--work", work, "--minutes", minutes)
         if refused:
             assert one_line_error(result).endswith(
-                "extra= lr=0.001', not 'arch=smallcap_very_small minutes=14 seed=1 raw= extra= lr=0.002': give "
-                "those or another --work")
+                "extra= lr=0.001 mass_share=0.3', not 'arch=smallcap_very_small minutes=14 seed=1 raw= extra= "
+                "lr=0.002 mass_share=0.3': give those or another --work")
             assert calls(tmp_path) == []
         else:
             assert result.returncode == 0, result.stderr
             assert sum(c.startswith("fairseq-train ") for c in calls(tmp_path)) == 2
+
+
+def test_mass_share_splits_the_budget(tmp_path):
+    """MASS trains for --mass-share of the budget (default 0.3) and fine-tuning until the whole
+    budget: fairseq-train's --stop-time-hours, 86 minutes here. A --work trained with the default
+    before --mass-share existed (no mass_share= in its settings) resumes with the default only."""
+    for share, mass_hours in ((None, "0.43"), ("0.5", "0.7167")):
+        work = tmp_path / f"share-{share}"
+        assert demo(tmp_path, "--work", work, "--minutes", 86, *(["--mass-share", share] if share else [])).returncode == 0
+        trainings = [c.split() for c in calls(tmp_path) if c.startswith("fairseq-train ")]
+        hours = [words[words.index("--stop-time-hours") + 1] for words in trainings]
+        assert hours == [mass_hours, "1.4333"], (share, hours)
+        assert (work / "settings").read_text().endswith(f" lr=0.001 mass_share={share or '0.3'}\n")
+    old = tmp_path / "old"
+    (old / "mass").mkdir(parents=True)
+    (old / "settings").write_text("arch=smallcap_very_small minutes=86 seed=1 raw= extra= lr=0.001\n")
+    assert one_line_error(demo(tmp_path, "--work", old, "--minutes", 86, "--mass-share", "0.5")).endswith(
+        "lr=0.001 mass_share=0.3', not 'arch=smallcap_very_small minutes=86 seed=1 raw= extra= lr=0.001 "
+        "mass_share=0.5': give those or another --work")
+    assert demo(tmp_path, "--work", old, "--minutes", 86).returncode == 0

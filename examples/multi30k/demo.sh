@@ -8,9 +8,11 @@
 #   under 30 minutes (0.001 from 30 on, the rate of the measured recipe).
 #
 # usage: examples/multi30k/demo.sh [--minutes M] [--arch ARCH] [--raw-dir DIR] [--work DIR]
-#                                   [--seed N] [--beam N] [--extra FLAGS] [--results-log FILE]
-#   --minutes   training wall-clock budget, split 30% MASS / 70% DAE+BT (default 14: the whole
+#                                   [--seed N] [--beam N] [--mass-share F] [--extra FLAGS]
+#                                   [--results-log FILE]
+#   --minutes   training wall-clock budget, split --mass-share MASS / the rest DAE+BT (default 14: the whole
 #               demo then takes under 20 minutes on 2 CPU cores); raise it to train longer
+#   --mass-share  the budget's share for MASS pretraining, above 0 and below 1 (default 0.3)
 #   --arch      smallcap_very_small (default), smallcap_small, smallcap_medium, smallcap_large
 #   --raw-dir   the Multi30k raw files (default: ../shared/data/multi30k)
 #   --work      output directory (default: runs/demo); re-running resumes where it stopped
@@ -24,7 +26,7 @@
 # directory trained with other --arch/--minutes/--seed/--raw-dir/--extra or learning rate (WORK/settings)
 # is refused.
 set -euo pipefail
-MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; LOG=""; SEED=1; BEAM=4
+MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; LOG=""; SEED=1; BEAM=4; MASS_SHARE=0.3
 ARGS=$(printf '%q ' "$@")
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,6 +36,7 @@ while [ $# -gt 0 ]; do
     --work) WORK="$2"; shift 2;;
     --seed) SEED="$2"; shift 2;;
     --beam) BEAM="$2"; shift 2;;
+    --mass-share) MASS_SHARE="$2"; shift 2;;
     --extra) EXTRA="$2"; shift 2;;
     --results-log) LOG="$2"; shift 2;;
     -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0;;
@@ -42,6 +45,8 @@ while [ $# -gt 0 ]; do
 done
 [[ "$SEED" =~ ^[0-9]+$ ]] || { echo "demo.sh: --seed $SEED: expected a whole number" >&2; exit 2; }
 [[ "$BEAM" =~ ^[1-9][0-9]*$ ]] || { echo "demo.sh: --beam $BEAM: expected a whole number above 0" >&2; exit 2; }
+[[ "$MASS_SHARE" =~ ^0?\.[0-9]*[1-9][0-9]*$ ]] || {
+  echo "demo.sh: --mass-share $MASS_SHARE: expected a number above 0 and below 1, like 0.3" >&2; exit 2; }
 if [[ " $EXTRA " == *" --seed "* || " $EXTRA " == *" --seed="* ]]; then
   echo "demo.sh: --extra '$EXTRA': give the seed with --seed, not inside --extra" >&2; exit 2
 fi
@@ -49,7 +54,7 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 RECIPE=mass-fixed+emb128+shared  # (benchmarks/README.md's name; --extra flags come on top)
 USER_DIR="$ROOT/fairseq_smallcap"
 DATA="$WORK/data"
-HOURS_MASS=$(python -c "print(round($MINUTES * 0.3 / 60, 4))")
+HOURS_MASS=$(python -c "print(round($MINUTES * $MASS_SHARE / 60, 4))")
 HOURS_ALL=$(python -c "print(round($MINUTES / 60, 4))")
 # Validation (sacreBLEU both ways, ~30 s on 2 cores) every 200 updates and at the end, not at the
 # end of every epoch: under 30 minutes the fine-tuning stage has ~230 updates, and four validations
@@ -67,10 +72,12 @@ RESUMED=""; [ -e "$WORK/mass" ] && RESUMED=--resumed
 DECODED_ONLY=""; [ -e "$WORK/mass.finished" ] && [ -e "$WORK/bt.finished" ] && DECODED_ONLY=--decoded-only
 # The training settings of this --work directory (written when training begins): a re-run with
 # others would mix two trainings, or decode a checkpoint with another data directory.
-# (settings written before the learning rate depended on the budget ran at 0.001)
-SETTINGS="arch=$ARCH minutes=$MINUTES seed=$SEED raw=$RAW extra=$EXTRA lr=$LR"
+# (settings written before the learning rate depended on the budget ran at 0.001, those written
+# before --mass-share existed at 0.3)
+SETTINGS="arch=$ARCH minutes=$MINUTES seed=$SEED raw=$RAW extra=$EXTRA lr=$LR mass_share=$MASS_SHARE"
 if [ -e "$WORK/settings" ]; then
   OLD="$(cat "$WORK/settings")"; [[ "$OLD" == *" lr="* ]] || OLD="$OLD lr=0.001"
+  [[ "$OLD" == *" mass_share="* ]] || OLD="$OLD mass_share=0.3"
   [ "$OLD" == "$SETTINGS" ] || {
     echo "demo.sh: --work $WORK was trained with '$OLD', not '$SETTINGS': give those or another --work" >&2
     exit 2; }
@@ -130,4 +137,4 @@ done
 step "done in $(( ($(date +%s) - START) / 60 )) min; outputs in $WORK"
 for pair in en-fr fr-en; do echo "test_2016_flickr $pair:"; sed 's/^/  /' "$WORK/test.$pair.bleu"; done
 [ -z "$LOG" ] || python "$ROOT/benchmarks/demo_record.py" --work "$WORK" --arch "$ARCH" --recipe "$RECIPE" --minutes "$MINUTES" \
-  --seed "$SEED" --beam "$BEAM" --lr "$LR" --extra="$EXTRA" --wall-s $(( $(date +%s) - START )) $RESUMED $DECODED_ONLY --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
+  --seed "$SEED" --beam "$BEAM" --lr "$LR" --mass-share "$MASS_SHARE" --extra="$EXTRA" --wall-s $(( $(date +%s) - START )) $RESUMED $DECODED_ONLY --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
