@@ -10,21 +10,21 @@
 # usage: examples/multi30k/demo.sh [--minutes M] [--arch ARCH] [--raw-dir DIR] [--work DIR]
 #                                   [--seed N] [--beam N] [--mass-share F] [--extra FLAGS]
 #                                   [--results-log FILE]
-#   --minutes   training wall-clock budget, split --mass-share MASS / the rest DAE+BT (default 14: the whole
-#               demo then takes under 20 minutes on 2 CPU cores); raise it to train longer
-#   --mass-share  the budget's share for MASS pretraining, above 0 and below 1 (default 0.3)
+#   --minutes   training wall-clock budget, split --mass-share MASS / the rest DAE+BT (default
+#               14: the whole demo then takes under 20 minutes on 2 CPU cores); raise it to train longer
 #   --arch      smallcap_very_small (default), smallcap_small, smallcap_medium, smallcap_large
 #   --raw-dir   the Multi30k raw files (default: ../shared/data/multi30k)
 #   --work      output directory (default: runs/demo); re-running resumes where it stopped
 #   --seed      training seed of both stages (default 1)
 #   --beam      beam size of the test translations (default 4; 1 is greedy decoding)
+#   --mass-share  the budget's share for MASS pretraining, above 0 and below 1 (default 0.3)
 #   --extra     extra fairseq-train flags for both stages, e.g. --extra "--amp"
 #   --results-log  append the run's figures (benchmarks/demo_record.py) to this JSON-lines ledger,
 #               e.g. benchmarks/results/demo.jsonl
 # A finished stage is not run again: re-running a finished demo with another --beam only decodes
 # its checkpoint again (its outputs, WORK/test.*, replace the earlier decoding's). A --work
-# directory trained with other --arch/--minutes/--seed/--raw-dir/--extra or learning rate (WORK/settings)
-# is refused.
+# directory trained with other --arch/--minutes/--seed/--mass-share/--raw-dir/--extra or learning rate
+# (WORK/settings) is refused.
 set -euo pipefail
 MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; LOG=""; SEED=1; BEAM=4; MASS_SHARE=0.3
 ARGS=$(printf '%q ' "$@")
