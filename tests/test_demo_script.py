@@ -66,7 +66,8 @@ def test_stages_run_once_and_a_rerun_with_another_beam_only_decodes(tmp_path):
     (mass,) = calls(tmp_path)[1:]  # (the embeddings, then the failed MASS stage)
     assert mass.startswith("fairseq-train ") and "--lambda-mass 1 " in mass
     assert not list(work.glob("*.finished"))
-    assert (work / "settings").read_text() == "arch=smallcap_very_small minutes=14 seed=1 raw= extra= lr=0.002 mass_share=0.3\n"
+    assert (work / "settings").read_text() == \
+        "arch=smallcap_very_small minutes=14 seed=1 raw= extra= lr=0.002 mass_share=0.3\n"
 
     # run again: both stages, then the two decodings with the default beam 4
     result = demo(tmp_path, "--work", work)
@@ -137,7 +138,8 @@ def test_mass_share_splits_the_budget(tmp_path):
     before --mass-share existed (no mass_share= in its settings) resumes with the default only."""
     for share, mass_hours in ((None, "0.43"), ("0.5", "0.7167")):
         work = tmp_path / f"share-{share}"
-        assert demo(tmp_path, "--work", work, "--minutes", 86, *(["--mass-share", share] if share else [])).returncode == 0
+        flags = ["--mass-share", share] if share else []
+        assert demo(tmp_path, "--work", work, "--minutes", 86, *flags).returncode == 0
         trainings = [c.split() for c in calls(tmp_path) if c.startswith("fairseq-train ")]
         hours = [words[words.index("--stop-time-hours") + 1] for words in trainings]
         assert hours == [mass_hours, "1.4333"], (share, hours)
