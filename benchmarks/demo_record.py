@@ -10,8 +10,8 @@ hypotheses (``WORK/test.{en-fr,fr-en}.hyp``) against ``WORK/data/raw`` with
 and of copied words, the collapse and copying diagnostics of issue 20, whose target for the demo
 is >= 95% distinct in both directions), reads the updates each stage reached from its
 checkpoints, and appends one JSON line with the command, git commit, machine and date, the seed,
-beam and learning rate, the three examples demo.sh prints per direction (issue 20 asks that
-they read as translations; the report shows them), and ``checkpoint_sha1``: a finished demo
+beam, learning rate and MASS share, the three examples demo.sh prints per direction (issue 20
+asks that they read as translations; the report shows them), and ``checkpoint_sha1``: a finished demo
 re-run with another ``--beam`` decodes the same checkpoint again (``--decoded-only``), and
 ``report.py`` pairs such records by it.
 """

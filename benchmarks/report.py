@@ -669,7 +669,7 @@ def demo_setting(record) -> tuple:
     extra_lr, rest = split_lr(record.get("extra"))
     lr = record.get("lr", extra_lr)
     share = record.get("mass_share", MASS_SHARE)
-    rest = ([f"--mass-share {share:g}"] if share != MASS_SHARE else []) + rest
+    rest = ([f"--mass-share {share}"] if share != MASS_SHARE else []) + rest
     return record.get("recipe", "mass-fixed+emb128"), RECIPE_LR if lr is None else lr, " ".join(rest)
 
 
@@ -685,8 +685,9 @@ def recipe_text(record) -> str:
 
 
 def demo_decoding_lines(records) -> list:
-    """For each setting (recipe, learning rate and other --extra flags, arch, minutes, machine and
-    threads: a time budget buys a different number of updates on another machine or thread count)
+    """For each setting (recipe, learning rate, MASS share and other --extra flags, arch, minutes,
+    machine and threads: a time budget buys a different number of updates on another machine or
+    thread count)
     with records of two seeds or more: each beam size over the seeds (mean ± std), then each other
     beam size against beam 4 on the same checkpoints; and each other learning rate against 0.001 at
     beam 4 on the same seeds (each trained at both rates): per-seed differences with their 95% t

@@ -18,7 +18,7 @@ command of both; ``--arch`` and ``--max-tokens`` are shared):
   5e-4, inverse_sqrt with 4000 warm-up updates), trained until the budget;
 * ``ours``: ``smallcap-embeddings DATA --dim D --threads 1``, then MASS pretraining until 30% of the
   training time left after the embeddings, then DAE + online BT from the MASS checkpoint until the
-  budget (the split of ``examples/multi30k/demo.sh``); the fairseq-train flags are
+  budget (the default split of ``examples/multi30k/demo.sh``); the fairseq-train flags are
   ``curation_ablation.common_flags`` plus the stage flags of ``curation_ablation.py``, with
   ``--init-embeddings``, and ``examples/multi30k/demo.sh``'s fine-tuning warm-up for the budget (50
   updates under 30 minutes, else 200) and learning rate of both stages (0.002 under 30 minutes,
@@ -90,10 +90,10 @@ from pathlib import Path
 import bt_speed  # (benchmarks/, beside this script)
 import scoring
 from curation_ablation import BIN, REPO, USER_DIR, common_flags, provenance
-from demo_record import RECIPE_LR, split_lr
+# (MASS_SHARE: demo.sh's default share, here of the training time left after the embeddings)
+from demo_record import MASS_SHARE, RECIPE_LR, split_lr
 
 RECIPE = "mass-fixed+emb128"
-MASS_SHARE = 0.3  # of the training time left after the embeddings (examples/multi30k/demo.sh)
 DIRECTIONS = (("en", "fr"), ("fr", "en"))
 _print_lock = threading.Lock()
 

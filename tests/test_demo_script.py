@@ -3,6 +3,7 @@ runs): its argument and settings checks (one line on stderr, exit status 2), and
 failed stage leaves no "finished" marker, a finished stage is not run again, and a finished demo
 re-run with another --beam only decodes."""
 import stat
+import sys
 from pathlib import Path
 
 from conftest import BIN, run
@@ -18,6 +19,9 @@ STUBS = {
     # hypotheses out of order, as fairseq-generate prints them: demo.sh sorts them by id
     "fairseq-generate": 'echo "fairseq-generate $*" >> "$DEMO_CALLS"; printf "D-1\\t-0.1\\tc d\\nD-0\\t-0.1\\ta b\\n"\n',
     "sacrebleu": 'echo "BLEU = 1.00"\n',
+    # demo_record.py's command line is logged; every other python command runs
+    "python": 'case "${1:-}" in *demo_record.py) echo "demo_record $*" >> "$DEMO_CALLS";; '
+              '*) exec "$REAL_PYTHON" "$@";; esac\n',
 }
 
 
@@ -28,7 +32,8 @@ def demo(tmp_path, *args, **env):
         for name, body in STUBS.items():
             (stubs / name).write_text("#!/usr/bin/env bash\n" + body)
             (stubs / name).chmod((stubs / name).stat().st_mode | stat.S_IEXEC)
-    environment = {"PATH": f"{stubs}:{BIN}:/usr/bin:/bin", "DEMO_CALLS": str(tmp_path / "calls"), **env}
+    environment = {"PATH": f"{stubs}:{BIN}:/usr/bin:/bin", "DEMO_CALLS": str(tmp_path / "calls"),
+                   "REAL_PYTHON": sys.executable, **env}
     return run(["bash", DEMO, *map(str, args)], check=False, env=environment)
 
 
@@ -132,22 +137,45 @@ def test_settings_from_before_the_learning_rate_ran_at_0_001(tmp_path):
             assert sum(c.startswith("fairseq-train ") for c in calls(tmp_path)) == 2
 
 
+def stop_hours(lines):
+    """The --stop-time-hours of each fairseq-train command line, in order."""
+    trainings = [line.split() for line in lines if line.startswith("fairseq-train ")]
+    return [words[words.index("--stop-time-hours") + 1] for words in trainings]
+
+
 def test_mass_share_splits_the_budget(tmp_path):
     """MASS trains for --mass-share of the budget (default 0.3) and fine-tuning until the whole
-    budget: fairseq-train's --stop-time-hours, 86 minutes here. A --work trained with the default
-    before --mass-share existed (no mass_share= in its settings) resumes with the default only."""
-    for share, mass_hours in ((None, "0.43"), ("0.5", "0.7167")):
+    budget: fairseq-train's --stop-time-hours, 86 minutes here; the share reaches the ledger record
+    (demo_record.py's command line, with the learning rate). One share has one spelling in
+    WORK/settings. A --work trained with the default before --mass-share existed (no mass_share= in
+    its settings) resumes with the default only."""
+    for share, written, mass_hours in ((None, "0.3", "0.43"), ("0.50", "0.5", "0.7167")):
         work = tmp_path / f"share-{share}"
         flags = ["--mass-share", share] if share else []
-        assert demo(tmp_path, "--work", work, "--minutes", 86, *flags).returncode == 0
-        trainings = [c.split() for c in calls(tmp_path) if c.startswith("fairseq-train ")]
-        hours = [words[words.index("--stop-time-hours") + 1] for words in trainings]
-        assert hours == [mass_hours, "1.4333"], (share, hours)
-        assert (work / "settings").read_text().endswith(f" lr=0.001 mass_share={share or '0.3'}\n")
+        assert demo(tmp_path, "--work", work, "--minutes", 86, *flags, "--extra", "--lr 0.002",
+                    "--results-log", tmp_path / "ledger.jsonl").returncode == 0
+        lines = calls(tmp_path)
+        assert stop_hours(lines) == [mass_hours, "1.4333"], (share, lines)
+        assert (work / "settings").read_text().endswith(f" lr=0.001 mass_share={written}\n")
+        (record,) = [line for line in lines if line.startswith("demo_record ")]
+        assert f" --lr 0.001 --mass-share {written} --extra=--lr 0.002 " in record, record
     old = tmp_path / "old"
     (old / "mass").mkdir(parents=True)
     (old / "settings").write_text("arch=smallcap_very_small minutes=86 seed=1 raw= extra= lr=0.001\n")
     assert one_line_error(demo(tmp_path, "--work", old, "--minutes", 86, "--mass-share", "0.5")).endswith(
         "lr=0.001 mass_share=0.3', not 'arch=smallcap_very_small minutes=86 seed=1 raw= extra= lr=0.001 "
         "mass_share=0.5': give those or another --work")
-    assert demo(tmp_path, "--work", old, "--minutes", 86).returncode == 0
+    assert demo(tmp_path, "--work", old, "--minutes", 86, "--mass-share", ".30").returncode == 0
+    assert stop_hours(calls(tmp_path)) == ["0.43", "1.4333"]
+    assert (old / "settings").read_text() == "arch=smallcap_very_small minutes=86 seed=1 raw= extra= lr=0.001\n"
+
+
+def test_a_share_that_leaves_a_stage_no_time_is_refused(tmp_path):
+    """fairseq reads --stop-time-hours 0 as no limit: a share whose MASS time rounds to 0 h, or to
+    the whole budget, is one line and status 2, before anything runs."""
+    for share, hours in (("0.001", "0.0"), ("0.999", "0.0167")):
+        work = tmp_path / f"share-{share}"
+        line = one_line_error(demo(tmp_path, "--work", work, "--minutes", 1, "--mass-share", share))
+        assert line == (f"demo.sh: --mass-share {share} of --minutes 1 gives MASS {hours} h of 0.0167 h: give a "
+                        "share that leaves both stages time")
+        assert calls(tmp_path) == [] and not work.exists()

@@ -47,6 +47,7 @@ done
 [[ "$BEAM" =~ ^[1-9][0-9]*$ ]] || { echo "demo.sh: --beam $BEAM: expected a whole number above 0" >&2; exit 2; }
 [[ "$MASS_SHARE" =~ ^0?\.[0-9]*[1-9][0-9]*$ ]] || {
   echo "demo.sh: --mass-share $MASS_SHARE: expected a number above 0 and below 1, like 0.3" >&2; exit 2; }
+MASS_SHARE=$(python -c "print(float('$MASS_SHARE'))")  # one spelling (.3, 0.30: 0.3) for WORK/settings
 if [[ " $EXTRA " == *" --seed "* || " $EXTRA " == *" --seed="* ]]; then
   echo "demo.sh: --extra '$EXTRA': give the seed with --seed, not inside --extra" >&2; exit 2
 fi
@@ -56,6 +57,10 @@ USER_DIR="$ROOT/fairseq_smallcap"
 DATA="$WORK/data"
 HOURS_MASS=$(python -c "print(round($MINUTES * $MASS_SHARE / 60, 4))")
 HOURS_ALL=$(python -c "print(round($MINUTES / 60, 4))")
+# (fairseq reads --stop-time-hours 0 as no limit: a share that rounds MASS's time to 0, or to the whole budget, is refused)
+python -c "import sys; sys.exit(not 0 < $HOURS_MASS < $HOURS_ALL)" || {
+  echo "demo.sh: --mass-share $MASS_SHARE of --minutes $MINUTES gives MASS $HOURS_MASS h of $HOURS_ALL h: give a share that leaves both stages time" >&2
+  exit 2; }
 # Validation (sacreBLEU both ways, ~30 s on 2 cores) every 200 updates and at the end, not at the
 # end of every epoch: under 30 minutes the fine-tuning stage has ~230 updates, and four validations
 # took a fifth of it.
