@@ -43,6 +43,8 @@ while [ $# -gt 0 ]; do
     *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2;;
   esac
 done
+[[ "$MINUTES" =~ ^[0-9]*\.?[0-9]+$ && "$MINUTES" =~ [1-9] ]] || {
+  echo "demo.sh: --minutes $MINUTES: expected a number of minutes above 0" >&2; exit 2; }
 [[ "$SEED" =~ ^[0-9]+$ ]] || { echo "demo.sh: --seed $SEED: expected a whole number" >&2; exit 2; }
 [[ "$BEAM" =~ ^[1-9][0-9]*$ ]] || { echo "demo.sh: --beam $BEAM: expected a whole number above 0" >&2; exit 2; }
 [[ "$MASS_SHARE" =~ ^0?\.[0-9]*[1-9][0-9]*$ ]] || {
