@@ -51,11 +51,14 @@ def one_line_error(result):
     return lines[0]
 
 
-def test_bad_minutes_seed_beam_share_and_extra(tmp_path):
+def test_bad_arch_minutes_seed_beam_share_and_extra(tmp_path):
     work = tmp_path / "w"
     assert one_line_error(demo(tmp_path, "--work", work, "--seed", "x")) == "demo.sh: --seed x: expected a whole number"
     assert one_line_error(demo(tmp_path, "--work", work, "--beam", "0")) == \
         "demo.sh: --beam 0: expected a whole number above 0"
+    assert one_line_error(demo(tmp_path, "--work", work, "--arch", "smallcap_tiny")) == (
+        "demo.sh: --arch smallcap_tiny: expected one of smallcap_very_small smallcap_small smallcap_medium "
+        "smallcap_large")
     for minutes in ("x", "0", "0.0", "-5", "1e3", ""):
         assert one_line_error(demo(tmp_path, "--work", work, "--minutes", minutes)) == \
             f"demo.sh: --minutes {minutes}: expected a number of minutes above 0"

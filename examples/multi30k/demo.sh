@@ -50,6 +50,13 @@ done
 [[ "$MASS_SHARE" =~ ^0?\.[0-9]*[1-9][0-9]*$ ]] || {
   echo "demo.sh: --mass-share $MASS_SHARE: expected a number above 0 and below 1, like 0.3" >&2; exit 2; }
 MASS_SHARE=$(python -c "print(float('$MASS_SHARE'))")  # one spelling (.3, 0.30: 0.3) for WORK/settings
+# the embedding width of --arch (Table 1; nothing for an arch not in it), then the table's archs
+# (stderr dropped: fairseq's import-time notices would follow a one-line error)
+DIM=$(ARCH="$ARCH" python -c "import os; from fairseq_smallcap.models.smallcap_transformer import TABLE1_SIZES as t; \
+print(t.get(os.environ['ARCH'], {}).get('dim', ''), ' '.join(t))" 2>/dev/null) || {
+  echo "demo.sh: cannot import fairseq_smallcap.models with $(command -v python): install the plugin (make install)" >&2; exit 2; }
+[[ "$DIM" =~ ^[0-9]+\  ]] || { echo "demo.sh: --arch $ARCH: expected one of${DIM}" >&2; exit 2; }
+DIM=${DIM%% *}
 if [[ " $EXTRA " == *" --seed "* || " $EXTRA " == *" --seed="* ]]; then
   echo "demo.sh: --extra '$EXTRA': give the seed with --seed, not inside --extra" >&2; exit 2
 fi
@@ -97,7 +104,6 @@ step() { echo; echo "=== [$(( ($(date +%s) - START) / 60 )) min] $*"; }
 step "1/5 prepare Multi30k (English: train lines 1-14,500; French: lines 14,501-29,000)"
 smallcap-prepare --multi30k ${RAW:+--raw-dir "$RAW"} --dest "$DATA" --vocab-size 8000
 
-DIM=$(python -c "from fairseq_smallcap.models.smallcap_transformer import TABLE1_SIZES; print(TABLE1_SIZES['$ARCH']['dim'])")
 step "2/5 skip-gram subword embeddings of both languages (d=$DIM)"
 [ -s "$WORK/emb$DIM.vec" ] || smallcap-embeddings "$DATA" --dim "$DIM" --threads 1 --out "$WORK/emb$DIM.vec"
 
