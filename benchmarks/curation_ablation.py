@@ -11,7 +11,9 @@ Stages (each skipped when its output exists, so an interrupted run resumes):
    model and dictionary;
 2. MASS pretraining per size and seed (shared by every system of that size and seed), or, with
    ``--mass-from WORK2``, WORK2's checkpoint of that size and seed: a recipe that changes only
-   fine-tuning is then paired with WORK2's runs on the same starting checkpoint;
+   fine-tuning is then paired with WORK2's runs on the same starting checkpoint (a recipe that
+   changes MASS too trains its own and is paired with WORK2's runs of the same seed by
+   ``--paired-with WORK2``);
 3. DAE + online BT fine-tuning per system, ``--updates`` updates, validating every
    ``--validate-every`` updates (sacreBLEU of both directions; the best checkpoint by it is kept);
 4. ``fairseq-generate`` (beam 4) on test_2016_flickr both ways, scored with sacreBLEU.
@@ -448,8 +450,14 @@ def main(argv=None):
                         help="JSON-lines ledger of finished runs (e.g. benchmarks/results/curation_ablation.jsonl): "
                              "this invocation's runs are recorded in it, replacing earlier records of the same "
                              "arch, seed and system, and the tables and plot cover every run it holds")
+    parser.add_argument("--paired-with", default=None, metavar="WORK2",
+                        help="pair each run with WORK2's run of the same size, seed and system (another recipe "
+                             "that trained its own MASS on the same data): its record gets sacreBLEU's paired "
+                             "bootstrap against that run (paired_bs_vs_recipe); --mass-from pairs by itself")
     add_run_args(parser, SYSTEMS)
     args = parser.parse_args(argv)
+    if args.paired_with and args.mass_from:
+        parser.error("--paired-with: --mass-from already pairs each run with WORK2's, from the same checkpoint")
     systems = parse_systems(parser, args.systems, SYSTEMS)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -486,13 +494,36 @@ def finished_rows(args, work, base, static):
             if paired:
                 row["paired_bs_vs_baseline"] = paired
         source, against = mass_source(work, row["arch"], row["seed"])
-        if against:  # --mass-from: paired with WORK2's run of the same system from the same checkpoint
-            paired = paired_bootstrap(data, source.parent / row["system"],
-                                      work / row["arch"] / f"seed{row['seed']}" / row["system"])
+        other, shared = source.parent / row["system"], True  # --mass-from: WORK2's run, same checkpoint
+        if not against and getattr(args, "paired_with", None):
+            (other, against), shared = paired_with_run(args, base, row), False
+        if against:
+            paired = paired_bootstrap(data, other, work / row["arch"] / f"seed{row['seed']}" / row["system"])
             if paired:
-                row["paired_bs_vs_recipe"] = {"against": against, **paired}
+                row["paired_bs_vs_recipe"] = {"against": against, "same_mass_checkpoint": shared, **paired}
     rows.sort(key=table_order)
     return rows
+
+
+def paired_with_run(args, base, row):
+    """--paired-with WORK2: (the directory of WORK2's run of ``row``'s size, seed and system, its
+    recipe), or (None, None) while WORK2 has not finished that run. WORK2 must hold the same data
+    and runs of another, named recipe; each trained its own MASS, so the pair shares the seed and
+    the data, not the starting checkpoint."""
+    work2 = Path(args.paired_with)
+    theirs = work2 / "data" / "dict.txt"
+    if not theirs.exists() or theirs.read_bytes() != (base / "dict.txt").read_bytes():
+        sys.exit(f"--paired-with {args.paired_with}: {theirs} is not {base / 'dict.txt'}: not the same data")
+    other = work2 / row["arch"] / f"seed{row['seed']}" / row["system"]
+    done = other / "finetune.done.json"
+    if not done.exists():
+        return None, None
+    against = json.loads(done.read_text()).get("recipe")
+    if not against:
+        sys.exit(f"{done}: no recorded recipe, so the runs of --paired-with cannot be named")
+    if against == row["recipe"]:
+        sys.exit(f"--paired-with {args.paired_with}: its runs are of this WORK's recipe too ({against!r})")
+    return other, against
 
 
 def table_order(run):

@@ -116,36 +116,42 @@ def test_a_stage_keeps_the_recipe_it_was_trained_with(tmp_path):
         curation_ablation.recorded_recipe(args("other"), done, {"recipe": "mass-fixed"})
 
 
+ARCH = "smallcap_very_small"
+REFS = ["a dog runs .", "two men talk .", "a girl sings .", "cats sleep ."]
+SOURCES = ["un chien court .", "deux hommes parlent .", "une fille chante .", "les chats dorment ."]
+
+
+def ablation_work(tmp_path, name, recipe=None, hyps=None, own_mass=True):
+    """A curation_ablation WORK: data (dictionary, test references), a finished MASS stage of
+    seed 1 (unless ``own_mass`` is false) and, given ``hyps``, a finished, scored baseline whose
+    fr->en outputs are ``hyps`` (en->fr: the French sources, the same for every WORK)."""
+    work = tmp_path / name
+    (work / "data" / "raw").mkdir(parents=True)
+    (work / "data" / "dict.txt").write_text("▁a 5\n▁dog 3\n")
+    for lang, lines in (("en", REFS), ("fr", SOURCES)):
+        (work / "data" / "raw" / f"test.{lang}").write_text("".join(x + "\n" for x in lines))
+    if own_mass:
+        (work / ARCH / "seed1" / "mass").mkdir(parents=True)
+        (work / ARCH / "seed1" / "mass" / "done").write_text(json.dumps({"mass_wall_s": 5.0, "recipe": recipe}))
+    if hyps:
+        out = work / ARCH / "seed1" / "baseline"
+        out.mkdir(parents=True)
+        for pair in ("en-fr", "fr-en"):
+            lines = hyps if pair == "fr-en" else SOURCES
+            (out / f"generate.test.{pair}.log").write_text(
+                "".join(f"D-{i}\t-0.5\t{h}\n" for i, h in enumerate(lines)) + "Translated 4 sentences\n")
+            (out / f"test.{pair}.hyp").write_text("".join(h + "\n" for h in lines))
+        (out / "finetune.done.json").write_text(json.dumps({"recipe": recipe, "finetune_wall_s": 1.0,
+                                                            "valid_bleu": []}))
+    return work
+
+
 def test_mass_from_pairs_a_finetuning_recipe_with_the_same_checkpoint(tmp_path):
     """--mass-from WORK2: no MASS is trained, the run starts from WORK2's checkpoint of its seed,
     and its record carries sacreBLEU's paired bootstrap against WORK2's run of the same system."""
-    arch = "smallcap_very_small"
-    refs = ["a dog runs .", "two men talk .", "a girl sings .", "cats sleep ."]
-    sources = ["un chien court .", "deux hommes parlent .", "une fille chante .", "les chats dorment ."]
-
-    def work_dir(name, recipe=None, hyps=None, own_mass=True):
-        work = tmp_path / name
-        (work / "data" / "raw").mkdir(parents=True)
-        (work / "data" / "dict.txt").write_text("▁a 5\n▁dog 3\n")
-        for lang, lines in (("en", refs), ("fr", sources)):
-            (work / "data" / "raw" / f"test.{lang}").write_text("".join(x + "\n" for x in lines))
-        if own_mass:
-            (work / arch / "seed1" / "mass").mkdir(parents=True)
-            (work / arch / "seed1" / "mass" / "done").write_text(json.dumps({"mass_wall_s": 5.0, "recipe": recipe}))
-        if hyps:  # a finished, scored baseline: generate logs and hypotheses (both ways), its done file
-            out = work / arch / "seed1" / "baseline"
-            out.mkdir(parents=True)
-            for pair in ("en-fr", "fr-en"):
-                lines = hyps if pair == "fr-en" else sources
-                (out / f"generate.test.{pair}.log").write_text(
-                    "".join(f"D-{i}\t-0.5\t{h}\n" for i, h in enumerate(lines)) + "Translated 4 sentences\n")
-                (out / f"test.{pair}.hyp").write_text("".join(h + "\n" for h in lines))
-            (out / "finetune.done.json").write_text(json.dumps({"recipe": recipe, "finetune_wall_s": 1.0,
-                                                                "valid_bleu": []}))
-        return work
-
+    arch, work_dir = ARCH, lambda *a, **k: ablation_work(tmp_path, *a, **k)  # noqa: E731
     base = work_dir("base", "r-base", hyps=["a cat runs .", "two men walk .", "a girl sings .", "dogs sleep ."])
-    new = work_dir("new", hyps=refs, own_mass=False)
+    new = work_dir("new", hyps=REFS, own_mass=False)
     args = type("Args", (), {"recipe": "r-new", "mass_from": str(base), "cpu": True})()
     ckpt = curation_ablation.mass_pretrain(args, new, new / "data", arch, 1)
     assert ckpt == base.resolve() / arch / "seed1" / "mass" / "checkpoint_last.pt"
@@ -156,7 +162,7 @@ def test_mass_from_pairs_a_finetuning_recipe_with_the_same_checkpoint(tmp_path):
 
     (row,) = curation_ablation.finished_rows(args, new, new / "data", new / "data")
     paired = row["paired_bs_vs_recipe"]
-    assert paired["against"] == "r-base" and row["recipe"] == "r-new"
+    assert paired["against"] == "r-base" and row["recipe"] == "r-new" and paired["same_mass_checkpoint"] is True
     # fr->en: this run wrote the references (BLEU 100), WORK2's run did not
     assert paired["fr-en"]["bleu"]["baseline"] < 100.0 == paired["fr-en"]["bleu"]["system"] == row["fr-en"]
     assert paired["en-fr"]["bleu"]["baseline"] == paired["en-fr"]["bleu"]["system"] == row["en-fr"]
@@ -175,3 +181,42 @@ def test_mass_from_pairs_a_finetuning_recipe_with_the_same_checkpoint(tmp_path):
     with pytest.raises(SystemExit, match="no recorded recipe"):
         curation_ablation.mass_pretrain(type("Args", (), {"recipe": "x", "mass_from": str(unnamed)})(),
                                         work_dir("fresh", own_mass=False), tmp_path / "fresh" / "data", arch, 1)
+
+
+def test_paired_with_pairs_recipes_that_trained_their_own_mass(tmp_path):
+    """--paired-with WORK2: two recipes that each trained their own MASS (a learning rate of both
+    stages, say) are paired by seed and system: a run's record carries sacreBLEU's paired bootstrap
+    against WORK2's run, marked as not sharing the starting checkpoint."""
+    def rows(work, work2):
+        args = type("Args", (), {"recipe": None, "cpu": True, "paired_with": work2 and str(work2)})()
+        return curation_ablation.finished_rows(args, work, work / "data", work / "data")
+
+    lr1 = ablation_work(tmp_path, "lr1", "r-lr1", hyps=["a cat runs .", "two men walk .", "a girl sings .", "dogs sleep ."])
+    lr2 = ablation_work(tmp_path, "lr2", "r-lr2", hyps=REFS)
+    (row,) = rows(lr2, lr1)
+    paired = row["paired_bs_vs_recipe"]
+    assert row["recipe"] == "r-lr2" and paired["against"] == "r-lr1" and paired["same_mass_checkpoint"] is False
+    # fr->en: this run wrote the references (BLEU 100), WORK2's run did not; en->fr: the same outputs
+    assert paired["fr-en"]["bleu"]["baseline"] < 100.0 == paired["fr-en"]["bleu"]["system"] == row["fr-en"]
+    assert paired["en-fr"]["bleu"]["baseline"] == paired["en-fr"]["bleu"]["system"] == row["en-fr"]
+    (back,) = rows(lr1, lr2)  # and the other way round
+    assert back["paired_bs_vs_recipe"]["against"] == "r-lr2"
+    assert back["paired_bs_vs_recipe"]["fr-en"]["bleu"]["baseline"] == 100.0 > back["fr-en"]
+    assert "paired_bs_vs_recipe" not in rows(lr2, None)[0]  # not asked
+    assert "paired_bs_vs_recipe" not in rows(lr2, ablation_work(tmp_path, "unfinished", "r-x"))[0]  # no run there yet
+
+    other = ablation_work(tmp_path, "other-data", "r-o", hyps=REFS)
+    (other / "data" / "dict.txt").write_text("▁b 5\n")
+    with pytest.raises(SystemExit, match="other-data/data/dict.txt is not .*: not the same data"):
+        rows(lr2, other)
+    with pytest.raises(SystemExit, match="its runs are of this WORK's recipe too \\('r-lr2'\\)"):
+        rows(lr2, ablation_work(tmp_path, "same", "r-lr2", hyps=REFS))
+    with pytest.raises(SystemExit, match="no recorded recipe, so the runs of --paired-with cannot be named"):
+        rows(lr2, ablation_work(tmp_path, "unnamed", None, hyps=REFS))
+
+
+def test_paired_with_and_mass_from_are_one_or_the_other(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        curation_ablation.main(["--work", str(tmp_path / "w"), "--paired-with", "a", "--mass-from", "b"])
+    assert exit.value.code == 2 and not (tmp_path / "w").exists()
+    assert "--paired-with: --mass-from already pairs each run with WORK2's" in capsys.readouterr().err
