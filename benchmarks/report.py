@@ -56,7 +56,29 @@ RECIPES = {
                                   "most likely tokens (`--bt-sampling-topk 10`, Edunov et al. 2018) instead of "
                                   "greedy ones, from the same MASS checkpoints (`curation_ablation.py "
                                   "--mass-from`).",
+    "mass-fixed+emb128+shared-m900-lr0.001": "`mass-fixed+emb128+shared` at the updates the 86-minute demo "
+                                             "reaches (900 MASS, 800 fine-tuning) and the rate demo.sh "
+                                             "takes from 30 minutes on (lr 0.001, both stages): the "
+                                             "reference of the learning-rate comparison.",
+    "mass-fixed+emb128+shared-m900-lr0.002": "`mass-fixed+emb128+shared-m900-lr0.001` at lr 0.002 in both "
+                                             "stages (demo.sh's rate under 30 minutes), each seed paired with "
+                                             "that recipe's run of the seed (`curation_ablation.py "
+                                             "--paired-with`; each trains its own MASS).",
 }
+M900_DATA = ("smallcap-prepare --multi30k --dest runs/m900-lr0.001/data --vocab-size 8000   # the script's data stage\n"
+             "smallcap-embeddings runs/m900-lr0.001/data --dim 128 --threads 1 --out runs/emb128.vec\n")
+
+
+def lr_recipe_command(rate: str) -> str:
+    """curation_ablation.py's command for the recipe ``mass-fixed+emb128+shared-m900-lr{rate}``
+    (a rate other than 0.001 paired with the runs at 0.001)."""
+    paired = "" if rate == "0.001" else " --paired-with runs/m900-lr0.001"
+    return (f"python benchmarks/curation_ablation.py --work runs/m900-lr{rate} --archs smallcap_very_small --seeds 1,2,3 \\\n"
+            "    --mass-updates 900 --updates 800 --validate-every 200 --systems baseline --cpu \\\n"
+            f"    --extra \"--validate-interval 1000000 --init-embeddings runs/emb128.vec --share-all-embeddings --lr {rate}\" \\\n"
+            f"    --recipe mass-fixed+emb128+shared-m900-lr{rate}{paired} --results-log benchmarks/results/curation_ablation.jsonl")
+
+
 # The command that reproduces each recipe, all its seeds at once: the README shows it;
 # benchmarks/README.md shows the commands the records hold (these where a record holds none).
 RECIPE_COMMANDS = {
@@ -79,6 +101,8 @@ RECIPE_COMMANDS = {
         "    --mass-updates 1752 --updates 800 --validate-every 200 --systems baseline --cpu \\\n"
         "    --extra \"--validate-interval 1000000 --init-embeddings runs/emb128.vec --share-all-embeddings\" \\\n"
         "    --recipe mass-fixed+emb128+shared --results-log benchmarks/results/curation_ablation.jsonl"),
+    "mass-fixed+emb128+shared-m900-lr0.001": M900_DATA + lr_recipe_command("0.001"),
+    "mass-fixed+emb128+shared-m900-lr0.002": M900_DATA + lr_recipe_command("0.001") + "\n" + lr_recipe_command("0.002"),
 }
 
 
