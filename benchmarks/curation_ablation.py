@@ -16,6 +16,7 @@ Stages (each skipped when its output exists, so an interrupted run resumes):
    ``--paired-with WORK2``);
 3. DAE + online BT fine-tuning per system, ``--updates`` updates, validating every
    ``--validate-every`` updates (sacreBLEU of both directions; the best checkpoint by it is kept);
+   ``--extra`` flags go to every stage, ``--finetune-extra`` flags to this one, after its own;
 4. ``fairseq-generate`` (beam 4) on test_2016_flickr both ways, scored with sacreBLEU.
 
 Systems: ``baseline``; ``static`` (curated monolingual corpora); ``bt_filter`` (online pair
@@ -156,7 +157,8 @@ def finetune(args, work, base, static, arch, seed, system, mass_ckpt, extra_flag
              "--validate-interval-updates", str(args.validate_every), "--save-interval-updates",
              str(args.validate_every), "--keep-interval-updates", "1", "--eval-bleu",
              "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric",
-             "--bt-show-samples-interval", "0", *system_flags(system, args.updates), *extra_flags]
+             "--bt-show-samples-interval", "0", *system_flags(system, args.updates),
+             *getattr(args, "finetune_extra", "").split(), *extra_flags]
     start = time.time()
     if system in ("back_parallel", "all"):
         half = args.updates // 2
@@ -418,6 +420,10 @@ def add_run_args(parser, systems):
     parser.add_argument("--max-tokens", type=int, default=2000)
     parser.add_argument("--cpu", action="store_true", help="train on CPU even where CUDA is available")
     parser.add_argument("--extra", default="", help="more fairseq-train flags for every run, e.g. '--fp16'")
+    parser.add_argument("--finetune-extra", default="",
+                        help="more fairseq-train flags for the fine-tuning runs only, after the recipe's own "
+                             "(so they replace them), e.g. '--lambda-dae 0'; with --mass-from, a fine-tuning "
+                             "recipe paired with WORK2's runs from the same checkpoints")
     parser.add_argument("--mass-from", default=None, metavar="WORK2",
                         help="train no MASS: fine-tune from the finished MASS checkpoints of another WORK of "
                              "this script (the same data; its WORK2/ARCH/seedN/mass), so that a recipe that "
@@ -439,7 +445,8 @@ def parse_systems(parser, value, choices):
     return systems
 
 
-def main(argv=None):
+def build_parser():
+    """The command-line parser of this script."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, help="output directory (re-running resumes)")
     parser.add_argument("--archs", default="smallcap_very_small", help="comma-separated Table 1 sizes")
@@ -455,6 +462,11 @@ def main(argv=None):
                              "that trained its own MASS on the same data): its record gets sacreBLEU's paired "
                              "bootstrap against that run (paired_bs_vs_recipe); --mass-from pairs by itself")
     add_run_args(parser, SYSTEMS)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.paired_with and args.mass_from:
         parser.error("--paired-with: --mass-from already pairs each run with WORK2's, from the same checkpoint")

@@ -220,3 +220,30 @@ def test_paired_with_and_mass_from_are_one_or_the_other(tmp_path, capsys):
         curation_ablation.main(["--work", str(tmp_path / "w"), "--paired-with", "a", "--mass-from", "b"])
     assert exit.value.code == 2 and not (tmp_path / "w").exists()
     assert "--paired-with: --mass-from already pairs each run with WORK2's" in capsys.readouterr().err
+
+
+def test_finetune_extra_replaces_the_recipes_own_flags_in_fine_tuning_only(tmp_path, monkeypatch):
+    """--finetune-extra '--lambda-dae 0 --warmup-updates 50': fairseq-train, reading the command
+    the fine-tuning stage runs, trains without DAE and warms up 50 updates; --extra's flags stay
+    and are overridden; MASS's command has none of them."""
+    from fairseq import options
+
+    commands = []
+    monkeypatch.setattr(curation_ablation, "sh", lambda command, log=None: commands.append(list(map(str, command))))
+    args = curation_ablation.build_parser().parse_args(["--work", str(tmp_path), "--cpu", "--mass-updates", "3", "--updates", "5",
+                              "--extra", "--lambda-dae 0.5 --dropout 0.2",
+                              "--finetune-extra", "--lambda-dae 0 --warmup-updates 50"])
+    (tmp_path / "data").mkdir()
+    curation_ablation.mass_pretrain(args, tmp_path, tmp_path / "data", ARCH, 1)
+    curation_ablation.finetune(args, tmp_path, tmp_path / "data", tmp_path / "data", ARCH, 1, "baseline",
+                               tmp_path / "mass.pt")
+    mass, tune = commands
+
+    def read(command):  # what fairseq-train makes of the command line
+        return options.parse_args_and_arch(options.get_training_parser(), input_args=command[1:])
+
+    mass, tune = read(mass), read(tune)
+    assert (tune.lambda_dae, tune.warmup_updates, tune.dropout, tune.max_update) == ("0", 50, 0.2, 5)
+    assert (mass.lambda_dae, mass.warmup_updates, mass.dropout, mass.max_update) == ("0", 200, 0.2, 3)
+    assert mass.lambda_mass == "1" and tune.lambda_bt == "1"
+
