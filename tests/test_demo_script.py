@@ -125,6 +125,22 @@ def test_learning_rate_follows_the_budget(tmp_path):
             assert [words[i + 1] for i, w in enumerate(words) if w == "--lr"] == rates, (minutes, words)
 
 
+def test_extra_flags_replace_the_recipes_own(tmp_path):
+    """--extra '--lambda-dae 0 --warmup-updates 100 --dropout 0.2': both command lines, as
+    fairseq-train's own parser reads them, train with these (fine-tuning without DAE), and the
+    stages' budget and directories stay demo.sh's."""
+    from fairseq import options
+
+    work = tmp_path / "demo"
+    extra = "--lambda-dae 0 --warmup-updates 100 --dropout 0.2"
+    assert demo(tmp_path, "--work", work, "--minutes", 86, "--extra", extra).returncode == 0
+    mass, tune = [options.parse_args_and_arch(options.get_training_parser(), input_args=c.split()[1:])
+                  for c in calls(tmp_path) if c.startswith("fairseq-train ")]
+    assert (mass.lambda_mass, mass.lambda_dae, mass.warmup_updates, mass.dropout) == ("1", "0", 100, 0.2)
+    assert (tune.lambda_bt, tune.lambda_dae, tune.warmup_updates, tune.dropout) == ("1", "0", 100, 0.2)
+    assert (mass.save_dir, tune.save_dir) == (str(work / "mass"), str(work / "bt"))
+    assert (mass.stop_time_hours, tune.stop_time_hours) == (round(86 * 0.3 / 60, 4), round(86 / 60, 4))
+
 def test_settings_from_before_the_learning_rate_ran_at_0_001(tmp_path):
     """A settings file written before the rate depended on the budget has no lr=: its training ran
     at 0.001, so under 30 minutes (now 0.002) it is refused, and from 30 minutes on it is resumed."""

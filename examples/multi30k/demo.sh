@@ -18,7 +18,8 @@
 #   --seed      training seed of both stages (default 1)
 #   --beam      beam size of the test translations (default 4; 1 is greedy decoding)
 #   --mass-share  the budget's share for MASS pretraining, above 0 and below 1 (default 0.3)
-#   --extra     extra fairseq-train flags for both stages, e.g. --extra "--amp"
+#   --extra     extra fairseq-train flags for both stages, after the recipe's (so --lr, --warmup-updates
+#               or --lambda-dae given here replace its own), e.g. --extra "--amp"
 #   --results-log  append the run's figures (benchmarks/demo_record.py) to this JSON-lines ledger,
 #               e.g. benchmarks/results/demo.jsonl
 # A finished stage is not run again: re-running a finished demo with another --beam only decodes
@@ -117,7 +118,7 @@ COMMON=(--user-dir "$USER_DIR" --task unsupervised_translation --arch "$ARCH"
 step "3/5 MASS pretraining (${HOURS_MASS} h)"
 [ -e "$WORK/settings" ] || echo "$SETTINGS" > "$WORK/settings"
 if [ -e "$WORK/mass.finished" ]; then echo "finished before ($WORK/mass.finished)"; else
-  fairseq-train "$DATA" "${COMMON[@]}" --warmup-updates 200 $EXTRA --lambda-mass 1 --lambda-dae 0 --lambda-bt 0 \
+  fairseq-train "$DATA" "${COMMON[@]}" --warmup-updates 200 --lambda-mass 1 --lambda-dae 0 --lambda-bt 0 $EXTRA \
     --stop-time-hours "$HOURS_MASS" --save-dir "$WORK/mass" --no-epoch-checkpoints \
     --save-interval-updates 200 --keep-interval-updates 1 --disable-validation
   touch "$WORK/mass.finished"
@@ -125,7 +126,7 @@ fi
 
 step "4/5 DAE + online back-translation from the MASS checkpoint (until ${HOURS_ALL} h in all)"
 if [ -e "$WORK/bt.finished" ]; then echo "finished before ($WORK/bt.finished)"; else
-  fairseq-train "$DATA" "${COMMON[@]}" --warmup-updates "$FT_WARMUP" $EXTRA --lambda-mass 0 --lambda-dae "0:1,2000:0.1" --lambda-bt 1 \
+  fairseq-train "$DATA" "${COMMON[@]}" --warmup-updates "$FT_WARMUP" --lambda-mass 0 --lambda-dae "0:1,2000:0.1" --lambda-bt 1 $EXTRA \
     --finetune-from-model "$WORK/mass/checkpoint_last.pt" \
     --stop-time-hours "$HOURS_ALL" --save-dir "$WORK/bt" --no-epoch-checkpoints \
     --validate-interval 1000000 --validate-interval-updates "$VALIDATE_EVERY" --save-interval-updates "$VALIDATE_EVERY" \
