@@ -249,6 +249,13 @@ def paired_bootstrap(data, base_dir: Path, run_dir: Path):
     return tests
 
 
+def require_same_data(flag: str, work2, base: Path):
+    """Exit with one line unless WORK2 (given by ``flag``) holds ``base``'s dictionary."""
+    theirs = Path(work2) / "data" / "dict.txt"
+    if not theirs.exists() or theirs.read_bytes() != (base / "dict.txt").read_bytes():
+        sys.exit(f"{flag} {work2}: {theirs} is not {base / 'dict.txt'}: not the same data")
+
+
 def shared_mass(args, base, arch, seed, out: Path) -> Path:
     """--mass-from: the MASS checkpoint of WORK2's run of this size and seed, after checking that
     WORK2 trained on the same dictionary with a named recipe; ``out/done`` records where it came
@@ -256,9 +263,7 @@ def shared_mass(args, base, arch, seed, out: Path) -> Path:
     source = Path(args.mass_from).resolve() / arch / f"seed{seed}" / "mass"
     if not (source / "done").exists():
         sys.exit(f"--mass-from {args.mass_from}: no finished MASS stage at {source} (no done file)")
-    theirs = Path(args.mass_from) / "data" / "dict.txt"
-    if not theirs.exists() or theirs.read_bytes() != (base / "dict.txt").read_bytes():
-        sys.exit(f"--mass-from {args.mass_from}: {theirs} is not {base / 'dict.txt'}: not the same data")
+    require_same_data("--mass-from", args.mass_from, base)
     text = (source / "done").read_text().strip()
     record = json.loads(text) if text else {}
     if not record.get("recipe"):
@@ -523,9 +528,7 @@ def paired_with_run(args, base, row):
     and runs of another, named recipe; each trained its own MASS, so the pair shares the seed and
     the data, not the starting checkpoint."""
     work2 = Path(args.paired_with)
-    theirs = work2 / "data" / "dict.txt"
-    if not theirs.exists() or theirs.read_bytes() != (base / "dict.txt").read_bytes():
-        sys.exit(f"--paired-with {args.paired_with}: {theirs} is not {base / 'dict.txt'}: not the same data")
+    require_same_data("--paired-with", args.paired_with, base)
     other = work2 / row["arch"] / f"seed{row['seed']}" / row["system"]
     done = other / "finetune.done.json"
     if not done.exists():

@@ -141,6 +141,7 @@ def test_extra_flags_replace_the_recipes_own(tmp_path):
     assert (mass.save_dir, tune.save_dir) == (str(work / "mass"), str(work / "bt"))
     assert (mass.stop_time_hours, tune.stop_time_hours) == (round(86 * 0.3 / 60, 4), round(86 / 60, 4))
 
+
 def test_settings_from_before_the_learning_rate_ran_at_0_001(tmp_path):
     """A settings file written before the rate depended on the budget has no lr=: its training ran
     at 0.001, so under 30 minutes (now 0.002) it is refused, and from 30 minutes on it is resumed."""

@@ -230,9 +230,9 @@ def test_finetune_extra_replaces_the_recipes_own_flags_in_fine_tuning_only(tmp_p
 
     commands = []
     monkeypatch.setattr(curation_ablation, "sh", lambda command, log=None: commands.append(list(map(str, command))))
-    args = curation_ablation.build_parser().parse_args(["--work", str(tmp_path), "--cpu", "--mass-updates", "3", "--updates", "5",
-                              "--extra", "--lambda-dae 0.5 --dropout 0.2",
-                              "--finetune-extra", "--lambda-dae 0 --warmup-updates 50"])
+    args = curation_ablation.build_parser().parse_args([
+        "--work", str(tmp_path), "--cpu", "--mass-updates", "3", "--updates", "5",
+        "--extra", "--lambda-dae 0.5 --dropout 0.2", "--finetune-extra", "--lambda-dae 0 --warmup-updates 50"])
     (tmp_path / "data").mkdir()
     curation_ablation.mass_pretrain(args, tmp_path, tmp_path / "data", ARCH, 1)
     curation_ablation.finetune(args, tmp_path, tmp_path / "data", tmp_path / "data", ARCH, 1, "baseline",
