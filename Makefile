@@ -31,9 +31,10 @@ $(STAMP): setup.py Makefile
 	$(BIN)/python -c "import fairseq_smallcap, sentencepiece, sacrebleu; print('fairseq_smallcap installed')"
 	touch $(STAMP)
 
-# two test processes (pytest-xdist): the tests run one thread each (tests/conftest.py)
+# two test processes (pytest-xdist): the tests run one thread each (tests/conftest.py); the 15
+# slowest are listed at the end, so a CI log shows where its minutes went
 test: install
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/multi30k/demo.sh $(DEMO_ARGS)
