@@ -512,6 +512,9 @@ def finished_rows(args, work, base, static):
                 row["paired_bs_vs_baseline"] = paired
         source, against = mass_source(work, row["arch"], row["seed"])
         other, shared = source.parent / row["system"], True  # --mass-from: WORK2's run, same checkpoint
+        if against and getattr(args, "paired_with", None):
+            sys.exit(f"--paired-with {args.paired_with}: {work} fine-tuned from --mass-from's {source}, so its "
+                     "runs are paired with that WORK's, from the same checkpoint")
         if not against and getattr(args, "paired_with", None):
             (other, against), shared = paired_with_run(args, base, row), False
         if against:
@@ -590,7 +593,9 @@ def _merge_into_ledger(ledger: Path, rows):
     for r in rows:
         previous = recorded.get(key(r))
         same = previous and all(previous.get(k) == r[k] for k in ("en-fr", "fr-en", "finetune_wall_s"))
-        recorded[key(r)] = previous if same else {**r, "recorded": stamp}
+        # the same run again keeps its first record's provenance (and notes), and gains what this
+        # invocation adds to it (a pairing that WORK2 had not finished for before)
+        recorded[key(r)] = {**previous, **r, "recorded": previous["recorded"]} if same else {**r, "recorded": stamp}
     merged = sorted(recorded.values(), key=table_order)
     partial = ledger.with_name(ledger.name + ".partial")
     partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged))

@@ -126,18 +126,18 @@ def test_learning_rate_follows_the_budget(tmp_path):
 
 
 def test_extra_flags_replace_the_recipes_own(tmp_path):
-    """--extra '--lambda-dae 0 --warmup-updates 100 --dropout 0.2': both command lines, as
-    fairseq-train's own parser reads them, train with these (fine-tuning without DAE), and the
-    stages' budget and directories stay demo.sh's."""
+    """--extra '--lambda-dae 0.3 --warmup-updates 100 --dropout 0.2': both command lines, as
+    fairseq-train's own parser reads them, train with these (a DAE weight neither stage has of its
+    own, so each stage shows the order), and the stages' budget and directories are demo.sh's."""
     from fairseq import options
 
     work = tmp_path / "demo"
-    extra = "--lambda-dae 0 --warmup-updates 100 --dropout 0.2"
+    extra = "--lambda-dae 0.3 --warmup-updates 100 --dropout 0.2"
     assert demo(tmp_path, "--work", work, "--minutes", 86, "--extra", extra).returncode == 0
     mass, tune = [options.parse_args_and_arch(options.get_training_parser(), input_args=c.split()[1:])
                   for c in calls(tmp_path) if c.startswith("fairseq-train ")]
-    assert (mass.lambda_mass, mass.lambda_dae, mass.warmup_updates, mass.dropout) == ("1", "0", 100, 0.2)
-    assert (tune.lambda_bt, tune.lambda_dae, tune.warmup_updates, tune.dropout) == ("1", "0", 100, 0.2)
+    assert (mass.lambda_mass, mass.lambda_dae, mass.warmup_updates, mass.dropout) == ("1", "0.3", 100, 0.2)
+    assert (tune.lambda_bt, tune.lambda_dae, tune.warmup_updates, tune.dropout) == ("1", "0.3", 100, 0.2)
     assert (mass.save_dir, tune.save_dir) == (str(work / "mass"), str(work / "bt"))
     assert (mass.stop_time_hours, tune.stop_time_hours) == (round(86 * 0.3 / 60, 4), round(86 / 60, 4))
 

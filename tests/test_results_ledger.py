@@ -53,6 +53,13 @@ def test_unchanged_rerun_keeps_its_first_record(tmp_path):
     ledger.write_text(json.dumps(first[0]) + "\n")
     again = curation_ablation.merge_into_ledger(ledger, [run(1, "baseline", 4.0, 5.0)])
     assert again[0]["recorded"]["date"] == "2000-01-01"
+    # recorded again once the other recipe's run of the seed has finished: the pairing is added, the
+    # first provenance kept; recorded once more without it: the pairing stays
+    paired = {**run(1, "baseline", 4.0, 5.0), "paired_bs_vs_recipe": {"against": "r-other"}}
+    for rows in ([paired], [run(1, "baseline", 4.0, 5.0)]):
+        (record,) = curation_ablation.merge_into_ledger(ledger, rows)
+        assert record["paired_bs_vs_recipe"] == {"against": "r-other"} and record["recorded"]["date"] == "2000-01-01"
+    assert [json.loads(line) for line in ledger.read_text().splitlines()] == [record]
 
 
 def _record_seed(ledger, seed):
@@ -166,6 +173,10 @@ def test_mass_from_pairs_a_finetuning_recipe_with_the_same_checkpoint(tmp_path):
     # fr->en: this run wrote the references (BLEU 100), WORK2's run did not
     assert paired["fr-en"]["bleu"]["baseline"] < 100.0 == paired["fr-en"]["bleu"]["system"] == row["fr-en"]
     assert paired["en-fr"]["bleu"]["baseline"] == paired["en-fr"]["bleu"]["system"] == row["en-fr"]
+    # a later --paired-with on this WORK would pair it with another WORK's runs: refused
+    args.paired_with = str(work_dir("third-recipe", "r-3", hyps=REFS))
+    with pytest.raises(SystemExit, match="fine-tuned from --mass-from's .*/base/.*, so its runs are paired"):
+        curation_ablation.finished_rows(args, new, new / "data", new / "data")
 
     with pytest.raises(SystemExit, match="started from .*/base/.*; use another --work"):  # its own MASS
         curation_ablation.mass_pretrain(type("Args", (), {"recipe": "r-base", "mass_from": str(new)})(),
@@ -223,16 +234,16 @@ def test_paired_with_and_mass_from_are_one_or_the_other(tmp_path, capsys):
 
 
 def test_finetune_extra_replaces_the_recipes_own_flags_in_fine_tuning_only(tmp_path, monkeypatch):
-    """--finetune-extra '--lambda-dae 0 --warmup-updates 50': fairseq-train, reading the command
-    the fine-tuning stage runs, trains without DAE and warms up 50 updates; --extra's flags stay
-    and are overridden; MASS's command has none of them."""
+    """--finetune-extra '--lambda-dae 0.3 --warmup-updates 50': fairseq-train, reading the command
+    the fine-tuning stage runs, trains with a DAE weight of 0.3 and warms up 50 updates; --extra's
+    flags stay and are overridden; MASS's command has none of them (its DAE weight stays 0)."""
     from fairseq import options
 
     commands = []
     monkeypatch.setattr(curation_ablation, "sh", lambda command, log=None: commands.append(list(map(str, command))))
     args = curation_ablation.build_parser().parse_args([
         "--work", str(tmp_path), "--cpu", "--mass-updates", "3", "--updates", "5",
-        "--extra", "--lambda-dae 0.5 --dropout 0.2", "--finetune-extra", "--lambda-dae 0 --warmup-updates 50"])
+        "--extra", "--lambda-dae 0.5 --dropout 0.2", "--finetune-extra", "--lambda-dae 0.3 --warmup-updates 50"])
     (tmp_path / "data").mkdir()
     curation_ablation.mass_pretrain(args, tmp_path, tmp_path / "data", ARCH, 1)
     curation_ablation.finetune(args, tmp_path, tmp_path / "data", tmp_path / "data", ARCH, 1, "baseline",
@@ -243,7 +254,7 @@ def test_finetune_extra_replaces_the_recipes_own_flags_in_fine_tuning_only(tmp_p
         return options.parse_args_and_arch(options.get_training_parser(), input_args=command[1:])
 
     mass, tune = read(mass), read(tune)
-    assert (tune.lambda_dae, tune.warmup_updates, tune.dropout, tune.max_update) == ("0", 50, 0.2, 5)
+    assert (tune.lambda_dae, tune.warmup_updates, tune.dropout, tune.max_update) == ("0.3", 50, 0.2, 5)
     assert (mass.lambda_dae, mass.warmup_updates, mass.dropout, mass.max_update) == ("0", 200, 0.2, 3)
     assert mass.lambda_mass == "1" and tune.lambda_bt == "1"
 
