@@ -248,19 +248,26 @@ def recipe_comparisons(rows):
     return lines
 
 
+# where the two runs of a pair started fine-tuning (curation_ablation.py's same_mass_checkpoint):
+# from one MASS checkpoint (--mass-from), or each from its own (--paired-with); older records: unsaid
+STARTS = {True: "one MASS checkpoint", False: "each its own MASS", None: "not recorded"}
+
+
 def bootstrap_table(runs):
-    """sacreBLEU paired bootstrap of runs against another recipe's run of the same seed."""
+    """sacreBLEU paired bootstrap of runs against another recipe's run of the same seed, with
+    where the pair started fine-tuning."""
     lines = []
     for r in runs:
         pbs = r.get("paired_bs_vs_recipe")
         if pbs and all(d in pbs for d, _ in DIRECTIONS):
             p = [f"{pbs[d][metric]['p_value']:.3f}" for metric in ("bleu", "chrf") for d, _ in DIRECTIONS]
-            lines.append(f"| `{r['arch']}` | {r['seed']} | {r['system']} | {pbs['against']} | " + " | ".join(p) + " |")
+            lines.append(f"| `{r['arch']}` | {r['seed']} | {r['system']} | {pbs['against']} | "
+                         f"{STARTS[pbs.get('same_mass_checkpoint')]} | " + " | ".join(p) + " |")
     if not lines:
         return []
     return ["", "sacreBLEU paired bootstrap against another recipe's run of the same seed (p values):", "",
-            "| model | seed | system | against | BLEU en→fr | BLEU fr→en | chrF en→fr | chrF fr→en |",
-            "|---|---|---|---|---|---|---|---|", *lines]
+            "| model | seed | system | against | fine-tuned from | BLEU en→fr | BLEU fr→en | chrF en→fr | chrF fr→en |",
+            "|---|---|---|---|---|---|---|---|---|", *lines]
 
 
 def captured(function, *args) -> str:

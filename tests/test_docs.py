@@ -94,8 +94,10 @@ def test_tables_come_from_the_ledger(tmp_path):
     curated += [{**fake, "seed": s, "system": "all", "en-fr": 98.5, "fr-en": 98.5, "mean": 98.5,
                  "paired_bs_vs_baseline": against_baseline} for s in (7, 8, 9)]
     with open(results / LEDGER.name, "a", encoding="utf-8") as f:
-        for record in (*({**fake, "seed": s, "paired_bs_vs_recipe": bootstrap} for s in (7, 8, 9)), anecdote, *base,
-                       *curated):
+        # where each pair started fine-tuning: one MASS checkpoint, each its own, not recorded
+        starts = {7: {"same_mass_checkpoint": True}, 8: {"same_mass_checkpoint": False}, 9: {}}
+        for record in (*({**fake, "seed": s, "paired_bs_vs_recipe": {**bootstrap, **starts[s]}} for s in (7, 8, 9)),
+                       anecdote, *base, *curated):
             f.write(json.dumps(record) + "\n")
 
     stale = report(*paths, "--check")  # the committed files no longer match the ledger
@@ -120,6 +122,9 @@ def test_tables_come_from_the_ledger(tmp_path):
     (curation,) = [line for line in after_readme.splitlines() if "(`test-only-recipe`" in line]
     assert curation.endswith("(3 seeds: +0.29, +0.29, +0.29); paired bootstrap p ≤ 0.200"), curation
     assert "### Recipe `test-only-recipe`" in after_out and "98.76" in after_out
+    for seed, start in ((7, "one MASS checkpoint"), (8, "each its own MASS"), (9, "not recorded")):
+        assert (f"| `smallcap_very_small` | {seed} | baseline | test-only-base | {start} | "
+                "0.002 | 0.004 | 0.001 | 0.001 |") in after_out, seed
     # the rest of the README is left as it was (the compression block is generated too: its links
     # are relative to where the README is)
     text = without_compression_block(readme.read_text(encoding="utf-8"))
