@@ -480,6 +480,9 @@ validation curve keeps the points from before the interruption.
 python benchmarks/curation_ablation.py --work runs/ablation --archs smallcap_very_small --seeds 1,2,3 \\
     --mass-updates 1752 --updates 800 --validate-every 200 --systems baseline,all --cpu \\
     --results-log benchmarks/results/curation_ablation.jsonl [--recipe NAME --extra "FLAGS"]
+# a recipe that changes fine-tuning only, from another WORK's MASS checkpoints (paired with its runs):
+#   --mass-from runs/ablation [--finetune-extra "FLAGS"]; one that trains its own MASS, paired by seed:
+#   --paired-with runs/ablation (also with --report-only, once both have finished)
 python benchmarks/curation_ablation.py --work runs/ablation --report-only \\
     --results-log benchmarks/results/curation_ablation.jsonl     # tables and plot, no training
 python benchmarks/kd_comparison.py --work runs/ablation --teacher-arch smallcap_small \\
