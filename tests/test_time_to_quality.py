@@ -42,9 +42,9 @@ def test_time_to_quality_end_to_end(tiny_data, tmp_path):
     assert set(curves) == {"anchor", *ours} and figures["ours_seeds"] == {"ours-s1": 1, "ours-s2": 2}
     assert figures["budget_minutes"] == 0.3 and figures["ours_budget_minutes"] == 0.2
     # each run of ours is on its own clock and budget, from its own embeddings: its clock starts at
-    # 0 (checked below), and it ends after its 0.2 minutes: by how much depends on the machine's load (fairseq's start-up of each
-    # stage is not on fairseq's clock), so the upper bound is loose: the commands have no
-    # --max-update, and a stage that ignored its budget would not end
+    # 0 (checked below), and it ends after its 0.2 minutes: by how much depends on the machine's
+    # load (fairseq's start-up of each stage is not on fairseq's clock), so the upper bound is
+    # loose: the commands have no --max-update, and a stage that ignored its budget would not end
     ends = figures["end_minutes"]
     for system in ours:
         assert 0.2 <= ends[system] < 5, ends
