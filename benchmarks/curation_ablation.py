@@ -512,10 +512,10 @@ def finished_rows(args, work, base, static):
                 row["paired_bs_vs_baseline"] = paired
         source, against = mass_source(work, row["arch"], row["seed"])
         other, shared = source.parent / row["system"], True  # --mass-from: WORK2's run, same checkpoint
-        if against and getattr(args, "paired_with", None):
-            sys.exit(f"--paired-with {args.paired_with}: {work} fine-tuned from --mass-from's {source}, so its "
-                     "runs are paired with that WORK's, from the same checkpoint")
-        if not against and getattr(args, "paired_with", None):
+        if getattr(args, "paired_with", None):
+            if against:
+                sys.exit(f"--paired-with {args.paired_with}: {work} fine-tuned from --mass-from's {source}, so "
+                         "its runs are paired with that WORK's, from the same checkpoint")
             (other, against), shared = paired_with_run(args, base, row), False
         if against:
             paired = paired_bootstrap(data, other, work / row["arch"] / f"seed{row['seed']}" / row["system"])
