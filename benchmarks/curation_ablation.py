@@ -56,6 +56,23 @@ LEGACY_RECIPE = "mass-misaligned"
 DEFAULT_RECIPE = "mass-fixed"  # what a run of the current code is called unless --recipe names it
 
 
+class Refused(SystemExit):
+    """Bad input (a flag, a WORK, a ledger line): exit status 2, as for argparse's errors; the
+    exception's text is the message."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.code = 2
+
+
+def refuse(message: str):
+    """Write ``message`` as one line on stderr and exit with status 2, naming the script (as
+    argparse's ``parser.error`` does). A caller or test that catches the exit reads the message in
+    ``str(exception)``."""
+    print(f"{Path(sys.argv[0]).name or 'curation_ablation.py'}: error: {message}", file=sys.stderr, flush=True)
+    raise Refused(message)
+
+
 def run_recipe(args) -> str:
     """The recipe name this invocation trains with (and writes into each stage's done file)."""
     return args.recipe or DEFAULT_RECIPE
@@ -66,12 +83,14 @@ def recorded_recipe(args, done: Path, record: dict) -> str:
     of a release before recipes were recorded) the one --recipe names, else an error."""
     if record.get("recipe"):
         if args.recipe and record["recipe"] != args.recipe:
-            sys.exit(f"{done}: trained with recipe {record['recipe']!r}, not --recipe {args.recipe!r}; "
-                     "use another --work")
+            refuse(f"{done}: trained with recipe {record['recipe']!r}, not --recipe {args.recipe!r}; "
+                   "use another --work")
         return record["recipe"]
     if not args.recipe:
-        sys.exit(f"{done}: no recorded recipe (a run of an older release): name it with --recipe")
+        refuse(f"{done}: no recorded recipe (a run of an older release): name it with --recipe")
     return args.recipe
+
+
 SCORES = "dual_xent,length_ratio,copy_rate,repeated_ngrams"
 
 
@@ -114,7 +133,7 @@ def prepare_data(args, work: Path):
             "--test", f"en={base / 'raw' / 'test.en'}", "--test", f"fr={base / 'raw' / 'test.fr'}"],
            log=work / "prepare-static.log")
     if [line.split()[0] for line in open(base / "dict.txt")] != [line.split()[0] for line in open(static / "dict.txt")]:
-        sys.exit(f"{static}/dict.txt differs from {base}/dict.txt: the systems could not share a MASS checkpoint")
+        refuse(f"{static}/dict.txt differs from {base}/dict.txt: the systems could not share a MASS checkpoint")
     return base, static
 
 
@@ -219,7 +238,7 @@ def test_bleu(args, work, data, arch, seed, system):
                       for line in open(log) if line.startswith("D-"))
         references = (data / "raw" / f"test.{tgt}").read_text().count("\n")
         if len(hyps) != references:
-            sys.exit(f"{log}: {len(hyps)} translations for {references} references; delete it to re-run")
+            refuse(f"{log}: {len(hyps)} translations for {references} references; delete it to re-run")
         hyp_file = out / f"test.{src}-{tgt}.hyp"
         hyp_file.write_text("".join(h + "\n" for _, h in hyps))
         scores["test"][f"{src}-{tgt}"] = scoring.translation_scores(
@@ -253,7 +272,7 @@ def require_same_data(flag: str, work2, base: Path):
     """Exit with one line unless WORK2 (given by ``flag``) holds ``base``'s dictionary."""
     theirs = Path(work2) / "data" / "dict.txt"
     if not theirs.exists() or theirs.read_bytes() != (base / "dict.txt").read_bytes():
-        sys.exit(f"{flag} {work2}: {theirs} is not {base / 'dict.txt'}: not the same data")
+        refuse(f"{flag} {work2}: {theirs} is not {base / 'dict.txt'}: not the same data")
 
 
 def shared_mass(args, base, arch, seed, out: Path) -> Path:
@@ -262,14 +281,14 @@ def shared_mass(args, base, arch, seed, out: Path) -> Path:
     from and that recipe (the one this run's records are paired with)."""
     source = Path(args.mass_from).resolve() / arch / f"seed{seed}" / "mass"
     if not (source / "done").exists():
-        sys.exit(f"--mass-from {args.mass_from}: no finished MASS stage at {source} (no done file)")
+        refuse(f"--mass-from {args.mass_from}: no finished MASS stage at {source} (no done file)")
     require_same_data("--mass-from", args.mass_from, base)
     text = (source / "done").read_text().strip()
     record = json.loads(text) if text else {}
     if not record.get("recipe"):
-        sys.exit(f"{source / 'done'}: no recorded recipe, so the runs of --mass-from cannot be named")
+        refuse(f"{source / 'done'}: no recorded recipe, so the runs of --mass-from cannot be named")
     if record.get("mass_from"):
-        sys.exit(f"--mass-from {args.mass_from}: its MASS stage is itself {record['mass_from']}; name that WORK")
+        refuse(f"--mass-from {args.mass_from}: its MASS stage is itself {record['mass_from']}; name that WORK")
     (out / "done").write_text(json.dumps({"mass_wall_s": None, "mass_from_wall_s": record.get("mass_wall_s"),
                                           "recipe": run_recipe(args), "mass_from": str(source),
                                           "mass_from_recipe": record["recipe"]}))
@@ -297,7 +316,7 @@ def mass_pretrain(args, work, base, arch, seed):
         recorded_recipe(args, out / "done", json.loads(text) if text else {})  # refuse another recipe's
         source, _ = mass_source(work, arch, seed)
         if args.mass_from and source != Path(args.mass_from).resolve() / arch / f"seed{seed}" / "mass":
-            sys.exit(f"--mass-from {args.mass_from}: {out} started from {source}; use another --work")
+            refuse(f"--mass-from {args.mass_from}: {out} started from {source}; use another --work")
         ckpt = source / "checkpoint_last.pt"
     else:
         start = time.time()
@@ -514,8 +533,8 @@ def finished_rows(args, work, base, static):
         other, shared = source.parent / row["system"], True  # --mass-from: WORK2's run, same checkpoint
         if getattr(args, "paired_with", None):
             if against:
-                sys.exit(f"--paired-with {args.paired_with}: {work} fine-tuned from --mass-from's {source}, so "
-                         "its runs are paired with that WORK's, from the same checkpoint")
+                refuse(f"--paired-with {args.paired_with}: {work} fine-tuned from --mass-from's {source}, so "
+                       "its runs are paired with that WORK's, from the same checkpoint")
             (other, against), shared = paired_with_run(args, base, row), False
         if against:
             paired = paired_bootstrap(data, other, work / row["arch"] / f"seed{row['seed']}" / row["system"])
@@ -538,9 +557,9 @@ def paired_with_run(args, base, row):
         return None, None
     against = json.loads(done.read_text()).get("recipe")
     if not against:
-        sys.exit(f"{done}: no recorded recipe, so the runs of --paired-with cannot be named")
+        refuse(f"{done}: no recorded recipe, so the runs of --paired-with cannot be named")
     if against == row["recipe"]:
-        sys.exit(f"--paired-with {args.paired_with}: its runs are of this WORK's recipe too ({against!r})")
+        refuse(f"--paired-with {args.paired_with}: its runs are of this WORK's recipe too ({against!r})")
     return other, against
 
 
@@ -586,9 +605,9 @@ def _merge_into_ledger(ledger: Path, rows):
                     entry = json.loads(line)
                     recorded[key(entry)] = entry
                 except (json.JSONDecodeError, KeyError) as error:
-                    sys.exit(f"{ledger}:{number}: not a run record ({error})")
+                    refuse(f"{ledger}:{number}: not a run record ({error})")
                 if entry["system"] not in SYSTEMS:
-                    sys.exit(f"{ledger}:{number}: unknown system {entry['system']!r} (known: {', '.join(SYSTEMS)})")
+                    refuse(f"{ledger}:{number}: unknown system {entry['system']!r} (known: {', '.join(SYSTEMS)})")
     stamp = provenance()
     for r in rows:
         previous = recorded.get(key(r))

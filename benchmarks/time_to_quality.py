@@ -89,7 +89,7 @@ from pathlib import Path
 
 import bt_speed  # (benchmarks/, beside this script)
 import scoring
-from curation_ablation import BIN, REPO, USER_DIR, common_flags, provenance
+from curation_ablation import BIN, REPO, USER_DIR, common_flags, provenance, refuse
 # (MASS_SHARE: demo.sh's default share, here of the training time left after the embeddings)
 from demo_record import MASS_SHARE, RECIPE_LR, split_lr
 
@@ -242,7 +242,7 @@ class SystemRun:
                    if key in self.state and self.state[key] != value
                    and not (isinstance(value, float) and abs(self.state[key] - value) < 1e-6)]
         if changed:
-            sys.exit(f"{self.dir}: trained with other settings ({'; '.join(changed)}); use another --work")
+            refuse(f"{self.dir}: trained with other settings ({'; '.join(changed)}); use another --work")
         self.budget_s = self.state["budget_s"]
 
     @property
@@ -613,7 +613,7 @@ def prepare_data(args, work: Path):
     if args.data:
         args.data = Path(args.data).resolve()
         if not (args.data / "dict.txt").exists():
-            sys.exit(f"--data {args.data}: no dict.txt (run smallcap-prepare first)")
+            refuse(f"--data {args.data}: no dict.txt (run smallcap-prepare first)")
         return
     args.data = (work / "data").resolve()
     if not (args.data / "prepare.json").exists():

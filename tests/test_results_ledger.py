@@ -2,6 +2,8 @@
 different machines end up in one table with mean ± std."""
 import json
 import multiprocessing
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -110,6 +112,27 @@ def test_resumed_stage_keeps_the_validation_curve_of_its_first_part(tmp_path):
     curation_ablation.sh([sys.executable, "-c", f"{validation(400, 2.5)}; {validation(600, 3.0)}"], log=log)
     assert log.read_text().count("==== ") == 2
     assert curation_ablation.valid_curve(tmp_path) == [(200, 1.5), (400, 2.5), (600, 3.0)]
+
+
+def test_bad_input_is_one_line_and_exit_status_2(tmp_path):
+    """Through the command line: a WORK trained with another recipe, and a ledger with a broken
+    line, are each refused with one line naming the file (and line) and exit status 2, as the
+    parser's own errors are; the ledger is left as it was."""
+    work = ablation_work(tmp_path, "w", "r-one", hyps=REFS)
+    shutil.copytree(work / "data", work / "data-static")
+    for data in ("data", "data-static"):
+        (work / data / "prepare.json").write_text("{}")  # prepared: --report-only trains nothing
+    script = Path(curation_ablation.__file__)
+    done = work / ARCH / "seed1" / "baseline" / "finetune.done.json"
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.write_text('{"arch": "a"}\nnot json\n')
+    for flags, line in (
+            (["--recipe", "r-two"], f"{done}: trained with recipe 'r-one', not --recipe 'r-two'; use another --work"),
+            (["--results-log", ledger], f"{ledger}:1: not a run record ('seed')")):
+        result = subprocess.run([sys.executable, script, "--work", work, "--report-only", "--cpu", *flags],
+                                capture_output=True, text=True, cwd=tmp_path)
+        assert (result.returncode, result.stderr.splitlines()) == (2, [f"curation_ablation.py: error: {line}"])
+    assert ledger.read_text() == '{"arch": "a"}\nnot json\n'
 
 
 def test_a_stage_keeps_the_recipe_it_was_trained_with(tmp_path):
