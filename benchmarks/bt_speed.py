@@ -88,6 +88,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not os.path.isfile(os.path.join(args.data, "dict.txt")):
         parser.error(f"--data {args.data}: no dict.txt (run smallcap-prepare first)")
+    if not 0 <= args.skip < args.updates:
+        parser.error(f"--skip {args.skip}: leaves no update of --updates {args.updates} to measure")
 
     rows = [measure(system, args) for system in args.systems.split(",")]
     base = rows[0]["updates_per_s"]

@@ -495,6 +495,8 @@ def main(argv=None):
     if args.paired_with and args.mass_from:
         parser.error("--paired-with: --mass-from already pairs each run with WORK2's, from the same checkpoint")
     systems = parse_systems(parser, args.systems, SYSTEMS)
+    if args.results_log:
+        read_ledger(Path(args.results_log))  # (a broken line refused now, not after the training)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     base, static = prepare_data(args, work)
@@ -595,26 +597,38 @@ def merge_into_ledger(ledger: Path, rows):
         return _merge_into_ledger(ledger, rows)
 
 
-def _merge_into_ledger(ledger: Path, rows):
-    key = lambda r: (recipe(r), r["arch"], r["seed"], r["system"])  # noqa: E731
+def ledger_key(run) -> tuple:
+    """What one ledger record stands for: a later record of the same key replaces it."""
+    return recipe(run), run["arch"], run["seed"], run["system"]
+
+
+def read_ledger(ledger: Path) -> dict:
+    """The ledger's records by ``ledger_key``; a line that is not a run record is refused, naming it
+    (main reads the ledger before training too, so a broken line is found before hours of it)."""
     recorded = {}
-    if ledger.exists():
-        for number, line in enumerate(ledger.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    entry = json.loads(line)
-                    recorded[key(entry)] = entry
-                except (json.JSONDecodeError, KeyError) as error:
-                    refuse(f"{ledger}:{number}: not a run record ({error})")
-                if entry["system"] not in SYSTEMS:
-                    refuse(f"{ledger}:{number}: unknown system {entry['system']!r} (known: {', '.join(SYSTEMS)})")
+    for number, line in enumerate(ledger.read_text().splitlines() if ledger.exists() else [], 1):
+        if line.strip():
+            try:
+                entry = json.loads(line)
+                if not isinstance(entry, dict):
+                    raise TypeError(f"a JSON {type(entry).__name__}, not an object")
+                recorded[ledger_key(entry)] = entry
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                refuse(f"{ledger}:{number}: not a run record ({error})")
+            if entry["system"] not in SYSTEMS:
+                refuse(f"{ledger}:{number}: unknown system {entry['system']!r} (known: {', '.join(SYSTEMS)})")
+    return recorded
+
+
+def _merge_into_ledger(ledger: Path, rows):
+    recorded = read_ledger(ledger)
     stamp = provenance()
     for r in rows:
-        previous = recorded.get(key(r))
+        previous = recorded.get(ledger_key(r))
         same = previous and all(previous.get(k) == r[k] for k in ("en-fr", "fr-en", "finetune_wall_s"))
         # the same run again keeps its first record's provenance (and notes), and gains what this
         # invocation adds to it (a pairing that WORK2 had not finished for before)
-        recorded[key(r)] = {**previous, **r, "recorded": previous["recorded"]} if same else {**r, "recorded": stamp}
+        recorded[ledger_key(r)] = {**previous, **r, "recorded": previous["recorded"]} if same else {**r, "recorded": stamp}
     merged = sorted(recorded.values(), key=table_order)
     partial = ledger.with_name(ledger.name + ".partial")
     partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged))

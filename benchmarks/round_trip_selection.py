@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from curation_ablation import REPO, provenance  # (benchmarks/, beside this script)
+from curation_ablation import REPO, provenance, refuse  # (benchmarks/, beside this script)
 from scoring import read_lines
 
 
@@ -96,7 +96,7 @@ def evaluate(checkpoint, data, max_lines, batch_size):
         for a, b in ((src, tgt), (tgt, src)):
             ds = load(data / a / "valid")
             if ds is None:
-                raise SystemExit(f"no held-out monolingual data {data / a / 'valid'}.bin: prepare with --heldout-mono")
+                refuse(f"--data {data}: no held-out monolingual data {data / a / 'valid'}.bin: prepare with --heldout-mono")
             n = len(ds) if max_lines is None else min(max_lines, len(ds))
             y = translate(model, task, [ds[i] for i in range(n)], a, b, batch_size)
             x_hat = translate(model, task, y, b, a, batch_size)
@@ -120,10 +120,6 @@ def main(argv=None):
     parser.add_argument("--results-log", type=Path, default=None, help="append one JSON line here")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(REPO))
-    from fairseq import utils
-    utils.import_user_module(argparse.Namespace(user_dir=str(REPO / "fairseq_smallcap")))
-
     def key(path):
         m = re.search(r"(\d+)(?:_(\d+))?\.pt$", path.name)
         return (int(m.group(1)), int(m.group(2) or 0)) if m else (1 << 60, 0)
@@ -132,7 +128,13 @@ def main(argv=None):
                     if args.include_best_last or p.name not in ("checkpoint_best.pt", "checkpoint_last.pt")),
                    key=key)
     if len(ckpts) < 2:
-        raise SystemExit(f"need at least 2 checkpoints in {args.run_dir} (found {len(ckpts)})")
+        parser.error(f"{args.run_dir}: {len(ckpts)} checkpoint(s) to rank, at least 2 needed"
+                     + ("" if args.include_best_last else
+                        " (checkpoint_best.pt and checkpoint_last.pt count with --include-best-last)"))
+    sys.path.insert(0, str(REPO))
+    from fairseq import utils
+    utils.import_user_module(argparse.Namespace(user_dir=str(REPO / "fairseq_smallcap")))
+
     started = time.time()
     rows = []
     for ckpt in ckpts:

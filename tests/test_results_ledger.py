@@ -117,7 +117,8 @@ def test_resumed_stage_keeps_the_validation_curve_of_its_first_part(tmp_path):
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path):
     """Through the command line: a WORK trained with another recipe, and a ledger with a broken
     line, are each refused with one line naming the file (and line) and exit status 2, as the
-    parser's own errors are; the ledger is left as it was."""
+    parser's own errors are; the ledger is left as it was, and a broken ledger given to a run that
+    has everything to train is refused before the data is prepared."""
     work = ablation_work(tmp_path, "w", "r-one", hyps=REFS)
     shutil.copytree(work / "data", work / "data-static")
     for data in ("data", "data-static"):
@@ -133,6 +134,15 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path):
                                 capture_output=True, text=True, cwd=tmp_path)
         assert (result.returncode, result.stderr.splitlines()) == (2, [f"curation_ablation.py: error: {line}"])
     assert ledger.read_text() == '{"arch": "a"}\nnot json\n'
+    # a ledger line that is JSON but not a record, given to a run with everything still to train:
+    # refused before anything is prepared (not hours later, when the first record is written)
+    ledger.write_text("[]\n")
+    fresh = tmp_path / "fresh"
+    result = subprocess.run([sys.executable, script, "--work", fresh, "--raw-dir", tmp_path / "no-such-dir",
+                             "--cpu", "--results-log", ledger], capture_output=True, text=True, cwd=tmp_path)
+    assert (result.returncode, result.stderr.splitlines()) == (
+        2, [f"curation_ablation.py: error: {ledger}:1: not a run record (a JSON list, not an object)"])
+    assert not fresh.exists() and ledger.read_text() == "[]\n"
 
 
 def test_a_stage_keeps_the_recipe_it_was_trained_with(tmp_path):
