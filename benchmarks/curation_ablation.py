@@ -613,7 +613,9 @@ def read_ledger(ledger: Path) -> dict:
                 if not isinstance(entry, dict):
                     raise TypeError(f"a JSON {type(entry).__name__}, not an object")
                 recorded[ledger_key(entry)] = entry
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
+            except KeyError as error:
+                refuse(f"{ledger}:{number}: not a run record (no field {error})")
+            except (json.JSONDecodeError, TypeError) as error:
                 refuse(f"{ledger}:{number}: not a run record ({error})")
             if entry["system"] not in SYSTEMS:
                 refuse(f"{ledger}:{number}: unknown system {entry['system']!r} (known: {', '.join(SYSTEMS)})")

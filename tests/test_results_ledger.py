@@ -129,7 +129,7 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path):
     ledger.write_text('{"arch": "a"}\nnot json\n')
     for flags, line in (
             (["--recipe", "r-two"], f"{done}: trained with recipe 'r-one', not --recipe 'r-two'; use another --work"),
-            (["--results-log", ledger], f"{ledger}:1: not a run record ('seed')")):
+            (["--results-log", ledger], f"{ledger}:1: not a run record (no field 'seed')")):
         result = subprocess.run([sys.executable, script, "--work", work, "--report-only", "--cpu", *flags],
                                 capture_output=True, text=True, cwd=tmp_path)
         assert (result.returncode, result.stderr.splitlines()) == (2, [f"curation_ablation.py: error: {line}"])
