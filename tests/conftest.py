@@ -32,6 +32,11 @@ def run(cmd, check=True, **kwargs):
     return result
 
 
+def error_lines(stderr):
+    """stderr without the INFO line fairseq prints when its tasks are imported (tensorboardX)."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("INFO:")]
+
+
 def tool(name):
     return str(BIN / name)
 

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import error_lines
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -11,7 +13,7 @@ def refused(script, *args, cwd):
     """The one error line of ``script`` run with ``args`` (after argparse's usage lines), or fail."""
     result = subprocess.run([sys.executable, BENCHMARKS / script, *map(str, args)],
                             capture_output=True, text=True, cwd=cwd)
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("INFO:")]
+    lines = error_lines(result.stderr)
     assert result.returncode == 2 and lines[0].startswith("usage: "), result.stderr
     assert all(line.startswith(" ") for line in lines[1:-1]), result.stderr  # (usage continued)
     return lines[-1]

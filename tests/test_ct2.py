@@ -9,17 +9,12 @@ import torch
 
 import fairseq_smallcap  # noqa: F401  (the weights-only loader accepts fairseq checkpoints)
 
-from conftest import TRAIN_FLAGS, run, tool
+from conftest import TRAIN_FLAGS, error_lines, run, tool
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 
 EXPORT = [sys.executable, "-m", "fairseq_smallcap.compression.ct2_export"]
 TRANSLATE = [sys.executable, "-m", "fairseq_smallcap.compression.translate"]
-
-
-def error_lines(stderr):
-    """stderr without the INFO line fairseq prints when its tasks are imported (tensorboardX)."""
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("INFO:")]
 
 
 def read_lines(path):

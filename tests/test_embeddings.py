@@ -12,14 +12,9 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 import fairseq_smallcap  # noqa: F401
 from fairseq_smallcap.models.pretrained_embeddings import read_vectors
 
-from conftest import TRAIN_FLAGS, USER_DIR, run, tool
+from conftest import TRAIN_FLAGS, USER_DIR, error_lines, run, tool
 
 DIM = 32  # TRAIN_FLAGS' --encoder-embed-dim and --decoder-embed-dim
-
-
-def error_lines(stderr):
-    """stderr without the INFO line fairseq prints when its tasks are imported (tensorboardX)."""
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("INFO:")]
 
 
 def make_vectors(data, out, *flags):
