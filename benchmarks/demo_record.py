@@ -13,7 +13,10 @@ checkpoints, and appends one JSON line with the command, git commit, machine and
 beam, learning rate and MASS share, the three examples demo.sh prints per direction (issue 20
 asks that they read as translations; the report shows them), and ``checkpoint_sha1``: a finished demo
 re-run with another ``--beam`` decodes the same checkpoint again (``--decoded-only``), and
-``report.py`` pairs such records by it.
+``report.py`` pairs such records by it. With ``--paired-with OTHER`` (another demo's --work, e.g. the
+same seed at another learning rate) the record also holds sacreBLEU's paired bootstrap
+(``sacrebleu --paired-bs``) of this demo's test translations against OTHER's, each direction, BLEU
+and chrF, with OTHER's checkpoint hash and beam, by which ``report.py`` finds OTHER's record.
 """
 import argparse
 import hashlib
@@ -22,7 +25,7 @@ import sys
 from pathlib import Path
 
 from curation_ablation import REPO, provenance  # (benchmarks/, beside this script)
-from scoring import read_lines, translation_scores
+from scoring import paired_bootstrap, read_lines, translation_scores
 
 PAIRS = ("en-fr", "fr-en")
 EXAMPLES = 3  # the test sentences demo.sh prints as examples: the first three of each direction
@@ -111,6 +114,43 @@ def scores_of(work: Path):
     return figures, examples
 
 
+def beam_of(work: Path, pair: str):
+    """The beam size of the decoding that wrote ``WORK/test.PAIR.hyp``, from the last line of
+    fairseq-generate's log beside it ("Generate test with beam=N: BLEU4 = ..."); None without it."""
+    log = work / f"generate.test.{pair}.log"
+    lines = read_lines(log) if log.is_file() else []
+    last = lines[-1] if lines else ""
+    beam = last.split("beam=", 1)[1].split(":", 1)[0] if last.startswith("Generate test with beam=") else ""
+    return int(beam) if beam.isdigit() else None
+
+
+def paired_with(work: Path, other: Path):
+    """sacreBLEU's paired bootstrap of ``work``'s test translations (the system) against ``other``'s
+    (the baseline), each direction, on the same references; with ``other``'s checkpoint hash and
+    beam (None where its generate logs do not say one beam for both directions)."""
+    if other.resolve() == work.resolve():
+        raise DemoRecordError(f"--paired-with {other}: that is --work itself; give another demo's --work")
+    beams = {beam_of(other, pair) for pair in PAIRS}  # (one beam for both directions, or unknown)
+    out = {"work": str(other), "checkpoint_sha1": checkpoint_sha1(other / "bt" / "checkpoint_best.pt"),
+           "beam": beams.pop() if len(beams) == 1 else None}
+    for pair in PAIRS:
+        tgt = pair.split("-")[1]
+        paths = {"hypotheses": other / f"test.{pair}.hyp", "references": other / "data" / "raw" / f"test.{tgt}"}
+        for what, path in paths.items():
+            if not path.is_file():
+                raise DemoRecordError(f"--paired-with {other}: no {what} file {path} (has demo.sh finished there?)")
+        refs = read_lines(work / "data" / "raw" / f"test.{tgt}")
+        if read_lines(paths["references"]) != refs:
+            raise DemoRecordError(f"--paired-with {other}: {paths['references']} differs from --work's "
+                                  f"{work / 'data' / 'raw' / f'test.{tgt}'}: not the same test set")
+        baseline, system = read_lines(paths["hypotheses"]), read_lines(work / f"test.{pair}.hyp")
+        if len(baseline) != len(refs):
+            raise DemoRecordError(f"{paths['hypotheses']}: {len(baseline)} lines, but {paths['references']} "
+                                  f"has {len(refs)}")
+        out[pair] = paired_bootstrap(refs, baseline, system)
+    return out
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="the demo's --work directory")
@@ -129,11 +169,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--resumed", action="store_true", help="the demo resumed an earlier, interrupted run")
     parser.add_argument("--decoded-only", action="store_true",
                         help="both training stages had finished before: this run only decoded the checkpoint again")
+    parser.add_argument("--paired-with", type=Path, default=None,
+                        help="another demo's --work (e.g. the same seed at another learning rate): record "
+                             "sacreBLEU's paired bootstrap of this demo's test translations against its")
     parser.add_argument("--command", required=True, help="the command that ran the demo")
     parser.add_argument("--results-log", type=Path, required=True, help="append one JSON line here")
     args = parser.parse_args(argv)
     try:
         figures, examples = scores_of(args.work)
+        paired = paired_with(args.work, args.paired_with) if args.paired_with else None
         states = {name: load(args.work / stage / f"checkpoint_{which}.pt")
                   for name, stage, which in (("mass_updates", "mass", "last"), ("finetune_updates", "bt", "last"),
                                              ("finetune_best_updates", "bt", "best"))}
@@ -160,6 +204,8 @@ def main(argv=None) -> dict:
         # which training run was decoded: records of one checkpoint decoded two ways pair by it
         "checkpoint_sha1": checkpoint_sha1(args.work / "bt" / "checkpoint_best.pt"),
         "figures": figures,
+        # sacreBLEU's paired bootstrap against --paired-with's translations (it the baseline)
+        **({"paired_bs_vs": paired} if paired else {}),
         "examples": examples,
         "distinct_target": DISTINCT_TARGET,
         "distinct_target_met": all(figures[p]["distinct"] >= DISTINCT_TARGET for p in PAIRS),
@@ -173,6 +219,14 @@ def main(argv=None) -> dict:
         f = figures[pair]
         print(f"{pair}: BLEU {f['bleu']}, chrF {f['chrf']}, distinct {100 * f['distinct']:.1f}%, "
               f"copied {100 * f['copied']:.1f}%")
+        if paired:
+            tests = paired[pair]
+            print(f"{pair} against {args.paired_with}: " + ", ".join(
+                f"{metric} {tests[metric]['baseline']} -> {tests[metric]['system']} (paired bootstrap p "
+                f"{tests[metric]['p_value']:.4f})" for metric in ("bleu", "chrf")))
+    if paired and paired["beam"] != args.beam:
+        print(f"note: {args.paired_with}'s translations are of beam {paired['beam']} (its generate logs), "
+              f"these of beam {args.beam}: the report pairs records of one beam, so it will not show this test")
     print(f"distinct >= {100 * DISTINCT_TARGET:.0f}% both ways: "
           f"{'met' if record['distinct_target_met'] else 'not met'}; recorded in {args.results_log}")
     return record

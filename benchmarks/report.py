@@ -633,7 +633,9 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
              "`benchmarks/demo_record.py`: test_2016_flickr sacreBLEU / chrF and the share of distinct "
              "hypotheses and of copied words, each direction. Target: at least 95% distinct both ways. "
              "A finished demo re-run with another `--beam` decodes the same checkpoint again (wall: "
-             "\"decoding only\").", "",
+             "\"decoding only\"); re-run with `--paired-with` another demo's `--work` of the same seed, "
+             "its record also holds sacreBLEU's paired bootstrap against that demo's translations (the "
+             "largest p over the seeds is given beside the learning-rate comparisons).", "",
              "| recipe | arch | minutes | seed | beam | updates (MASS + fine-tuning, decoded) | en→fr BLEU / chrF | "
              "distinct / copied | fr→en BLEU / chrF | distinct / copied | ≥ 95% distinct | wall | recorded | command |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -769,10 +771,17 @@ def demo_decoding_lines(records) -> list:
 
 def paired_demo_lines(title, base, other) -> list:
     """``other`` minus ``base`` (seed -> demo record), per seed they share: BLEU, chrF and distinct of
-    each direction with the 95% t interval; nothing when they share no seed."""
+    each direction with the 95% t interval, and the largest sacreBLEU paired-bootstrap p value over
+    the seeds whose records hold one of the two decodings against the other (``demo.sh
+    --paired-with``); nothing when they share no seed."""
     seeds = sorted(set(base) & set(other))
     if not seeds:
         return []
+    tests = {}  # seed -> the test, held by either side (two-sided: its p is the same either way round)
+    for s in seeds:
+        test = bootstrap_between(other[s], base[s]) or bootstrap_between(base[s], other[s])
+        if test:
+            tests[s] = test
     lines = ["", f"{title} (per-seed difference, 95% t interval):", ""]
     for pair, name in DIRECTIONS:
         cells = []
@@ -781,8 +790,20 @@ def paired_demo_lines(title, base, other) -> list:
             known = [(s, b, o) for s, b, o in values if b is not None and o is not None]
             paired = paired_differences({s: b for s, b, _ in known}, {s: o for s, _, o in known})
             cells.append(f"{metric if metric != 'distinct' else 'distinct (points)'} {format_paired(paired)}")
-        lines.append(f"- {name}: " + "; ".join(cells))
+        bootstrap = largest_p([{pair: t[pair]} for t in tests.values() if pair in t])
+        if bootstrap:
+            bootstrap += f" (BLEU and chrF, seed{'s' if len(tests) > 1 else ''} {', '.join(map(str, tests))})"
+        lines.append(f"- {name}: " + "; ".join(cells) + bootstrap)
     return lines
+
+
+def bootstrap_between(record, base):
+    """The sacreBLEU paired bootstrap a demo record holds against ``base``'s decoding (the checkpoint,
+    ``checkpoint_sha1``, and the beam ``base`` records), None when it holds none."""
+    pbs = record.get("paired_bs_vs") or {}
+    same = bool(base.get("checkpoint_sha1")) and pbs.get("checkpoint_sha1") == base.get("checkpoint_sha1") \
+        and pbs.get("beam") == base.get("beam", 4)
+    return pbs if same else None
 
 
 def demo_value(record, pair, metric):

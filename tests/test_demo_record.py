@@ -224,3 +224,101 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     assert not any(("on another machine" in line or f"OMP_NUM_THREADS={more_threads}" in line) and "minus" in line
                    for line in again_lines)
     assert sum(f"{records[0]['machine']}, OMP_NUM_THREADS={more_threads} |" in line for line in again_lines) == 1
+
+
+def test_paired_with_records_the_bootstrap_against_the_other_demo(tmp_path, trained_checkpoint):
+    """demo.sh --paired-with WORK2 (demo_record.py --paired-with): the record holds sacreBLEU's paired
+    bootstrap of this demo's translations against WORK2's, whose scores are the two records' own
+    figures, with WORK2's checkpoint hash and beam (from its generate log); report.py gives the
+    largest p beside the learning-rate comparison of that seed, and only against the decoding
+    WORK2's record holds (same checkpoint, same beam). Bad WORK2s: one line, status 2, no record."""
+    import torch
+
+    from fairseq_smallcap import checkpoint_safety
+
+    checkpoint_safety.install()
+    state = torch.load(trained_checkpoint[0], map_location="cpu", weights_only=True)
+    log = tmp_path / "results" / "demo.jsonl"
+
+    def trained(name, lr, fr_en):
+        work = demo_dir(tmp_path / name, FR, fr_en)
+        (work / "bt").mkdir()
+        torch.save({**state, "extra_state": {**state["extra_state"], "test_seed": name},
+                    "cfg": {**state["cfg"], "optimization": {**state["cfg"]["optimization"], "lr": [lr]}}},
+                   work / "bt" / "checkpoint_best.pt")
+        for pair in ("en-fr", "fr-en"):  # fairseq-generate's last log line names the beam
+            (work / f"generate.test.{pair}.log").write_text("S-0\tx\nGenerate test with beam=4: BLEU4 = 1.00\n")
+        return work
+
+    # en→fr: one sentence apart; fr→en: a collapsed caption against the references
+    base = trained("base", 0.001, ["a man in a blue shirt ."] * 4)
+    better = trained("better", 0.002, EN)
+    (better / "test.en-fr.hyp").write_text("\n".join(["un homme fait du vélo ."] + FR[1:]) + "\n", encoding="utf-8")
+    record(base, log, "--seed", "2")
+    result = record(better, log, "--seed", "2", "--paired-with", base)
+    (b, r) = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    pbs = r["paired_bs_vs"]
+    assert (pbs["work"], pbs["checkpoint_sha1"], pbs["beam"]) == (str(base), b["checkpoint_sha1"], 4)
+    assert r["lr"] == 0.002 and b["lr"] == 0.001 and "paired_bs_vs" not in b
+    for pair in ("en-fr", "fr-en"):
+        for metric in ("bleu", "chrf"):  # each side's score is its own record's
+            test = pbs[pair][metric]
+            assert (test["baseline"], test["system"]) == (b["figures"][pair][metric], r["figures"][pair][metric])
+            assert test["signature"]
+    assert pbs["fr-en"]["bleu"]["system"] == 100.0 and pbs["fr-en"]["bleu"]["baseline"] < 10
+    assert pbs["fr-en"]["bleu"]["p_value"] < 0.05 and pbs["fr-en"]["chrf"]["p_value"] < 0.05
+    assert pbs["en-fr"]["bleu"]["system"] < 100 == pbs["en-fr"]["bleu"]["baseline"]
+    assert f"fr-en against {base}: bleu {pbs['fr-en']['bleu']['baseline']} -> 100.0 (paired bootstrap p " in result.stdout
+
+    out = tmp_path / "BENCHMARKS.md"
+    readme = shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")
+
+    def lr_lines():
+        run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out, "--readme", readme])
+        lines = out.read_text(encoding="utf-8").splitlines()
+        at = next(i for i, line in enumerate(lines) if ": lr 0.002 minus lr 0.001, the same seeds" in line)
+        return lines[at + 2:at + 4]
+
+    def expect(test):
+        """the two direction lines' endings: each its own direction's largest p of BLEU and chrF"""
+        largest = {pair: max(test[pair][m]["p_value"] for m in ("bleu", "chrf")) for pair in ("en-fr", "fr-en")}
+        assert largest["en-fr"] != largest["fr-en"]  # (so that a swap of directions shows)
+        return [f"; paired bootstrap p ≤ {largest['en-fr']:.3f} (BLEU and chrF, seed 2)",
+                f"; paired bootstrap p ≤ {largest['fr-en']:.3f} (BLEU and chrF, seed 2)"]
+
+    en_fr, fr_en = lr_lines()
+    assert en_fr.startswith("- en→fr: ") and fr_en.startswith("- fr→en: ")
+    assert en_fr.endswith(expect(pbs)[0]) and fr_en.endswith(expect(pbs)[1]), (en_fr, fr_en)
+    # WORK2 decoded again with beam 1 since its record: a bootstrap against that is not the one the
+    # report pairs (its record's beam 4 decoding), so the lines go without one, and the record says so
+    for pair in ("en-fr", "fr-en"):
+        (base / f"generate.test.{pair}.log").write_text("Generate test with beam=1: BLEU4 = 1.00\n")
+    result = record(better, log, "--seed", "2", "--paired-with", base, "--decoded-only")
+    assert f"note: {base}'s translations are of beam 1 (its generate logs), these of beam 4" in result.stdout
+    assert json.loads(log.read_text(encoding="utf-8").splitlines()[-1])["paired_bs_vs"]["beam"] == 1
+    lines = lr_lines()
+    assert len(lines) == 2 and lines[0].startswith("- en→fr: ") and all("paired bootstrap" not in x for x in lines)
+    # the test held by the other side (the lr 0.001 demo re-run --paired-with the lr 0.002 one): the
+    # same comparison, its p beside it
+    record(base, log, "--seed", "2", "--paired-with", better, "--decoded-only")
+    reverse = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])["paired_bs_vs"]
+    assert reverse["checkpoint_sha1"] == r["checkpoint_sha1"] and reverse["beam"] == 4
+    en_fr, fr_en = lr_lines()
+    assert en_fr.endswith(expect(reverse)[0]) and fr_en.endswith(expect(reverse)[1]), (en_fr, fr_en)
+
+    # bad WORK2s, each refused in one line before anything is recorded
+    other_refs = demo_dir(tmp_path / "other-refs", FR, EN)
+    (other_refs / "data" / "raw" / "test.en").write_text("\n".join(reversed(EN)) + "\n", encoding="utf-8")
+    unfinished = demo_dir(tmp_path / "unfinished", FR, EN)
+    (unfinished / "test.fr-en.hyp").unlink()
+    short = demo_dir(tmp_path / "short", FR, EN[:3])
+    before = log.read_text(encoding="utf-8")
+    for other, message in ((better, f"--paired-with {better}: that is --work itself"),
+                           (other_refs, f"--paired-with {other_refs}: {other_refs}/data/raw/test.en differs from --work's"),
+                           (unfinished, f"--paired-with {unfinished}: no hypotheses file {unfinished}/test.fr-en.hyp"),
+                           (short, f"{short}/test.fr-en.hyp: 3 lines, but {short}/data/raw/test.en has 4")):
+        result = record(better, log, "--seed", "2", "--paired-with", other, check=False)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"demo_record.py: error: {message}"), lines[0]
+    assert log.read_text(encoding="utf-8") == before

@@ -202,3 +202,36 @@ def test_a_share_that_leaves_a_stage_no_time_is_refused(tmp_path):
         assert line == (f"demo.sh: --mass-share {share} of --minutes 1 gives MASS {hours} h of 0.0167 h: give a "
                         "share that leaves both stages time")
         assert calls(tmp_path) == [] and not work.exists()
+
+
+def test_paired_with_a_finished_demo_of_the_same_seed(tmp_path):
+    """--paired-with WORK2 reaches demo_record.py (which records the paired bootstrap); it needs
+    --results-log, a finished WORK2 (its test translations and checkpoint), not --work itself, the
+    same seed and the same test set, each else refused in one line before any training."""
+    ledger, other, work = tmp_path / "ledger.jsonl", tmp_path / "other", tmp_path / "demo"
+    line = one_line_error(demo(tmp_path, "--work", work, "--paired-with", other, "--results-log", ledger))
+    assert line == f"demo.sh: --paired-with {other}: no {other}/test.en-fr.hyp there: give a finished demo's --work"
+    assert calls(tmp_path) == [] and demo(tmp_path, "--work", other, "--extra", "--lr 0.001").returncode == 0
+    assert calls(tmp_path)
+    line = one_line_error(demo(tmp_path, "--work", work, "--paired-with", other, "--results-log", ledger))
+    assert line == f"demo.sh: --paired-with {other}: no {other}/bt/checkpoint_best.pt there: give a finished demo's --work"
+    (other / "bt").mkdir()
+    (other / "bt" / "checkpoint_best.pt").write_text("x")  # (the stand-in fairseq-train saves none)
+    assert one_line_error(demo(tmp_path, "--work", work, "--paired-with", other)) == \
+        f"demo.sh: --paired-with {other}: the paired bootstrap is recorded in --results-log's ledger: give one"
+    assert one_line_error(demo(tmp_path, "--work", other, "--paired-with", f"{tmp_path}/./other",
+                               "--results-log", ledger)) == \
+        f"demo.sh: --paired-with {tmp_path}/./other: that is --work itself: give another demo's --work"
+    line = one_line_error(demo(tmp_path, "--work", work, "--seed", "2", "--paired-with", other, "--results-log", ledger))
+    assert line == (f"demo.sh: --paired-with {other}: not trained with --seed 2 ({other}/settings: "
+                    "'arch=smallcap_very_small minutes=14 seed=1 raw= extra=--lr 0.001 lr=0.002 mass_share=0.3')")
+    assert calls(tmp_path) == [] and not work.exists()
+    # another test set (the stand-in smallcap-prepare writes "a b", "c d"): refused before the embeddings
+    (other / "data" / "raw" / "test.fr").write_text("a b\nc e\n")
+    line = one_line_error(demo(tmp_path, "--work", work, "--paired-with", other, "--results-log", ledger))
+    assert line == f"demo.sh: --paired-with {other}: its test set {other}/data/raw/test.fr differs from {work}/data/raw/test.fr"
+    assert calls(tmp_path) == []
+    (other / "data" / "raw" / "test.fr").write_text("a b\nc d\n")
+    assert demo(tmp_path, "--work", work, "--paired-with", other, "--results-log", ledger).returncode == 0
+    (record,) = [c for c in calls(tmp_path) if c.startswith("demo_record ")]
+    assert f" --paired-with {other} --command " in record, record

@@ -9,7 +9,7 @@
 #
 # usage: examples/multi30k/demo.sh [--minutes M] [--arch ARCH] [--raw-dir DIR] [--work DIR]
 #                                   [--seed N] [--beam N] [--mass-share F] [--extra FLAGS]
-#                                   [--results-log FILE]
+#                                   [--results-log FILE [--paired-with WORK2]]
 #   --minutes   training wall-clock budget, split --mass-share MASS / the rest DAE+BT (default
 #               14: the whole demo then takes under 20 minutes on 2 CPU cores); raise it to train longer
 #   --arch      smallcap_very_small (default), smallcap_small, smallcap_medium, smallcap_large
@@ -22,12 +22,17 @@
 #               or --lambda-dae given here replace its own), e.g. --extra "--amp"
 #   --results-log  append the run's figures (benchmarks/demo_record.py) to this JSON-lines ledger,
 #               e.g. benchmarks/results/demo.jsonl
+#   --paired-with  another finished demo's --work, the same --seed and test set with another setting
+#               (e.g. another --extra "--lr R"): the record also holds sacreBLEU's paired bootstrap
+#               (--paired-bs) of this demo's test translations against WORK2's; needs --results-log.
+#               Two demos run side by side: re-run the second with it (it decodes both directions
+#               again, a minute or two, and records again: a "decoding only" row)
 # A finished stage is not run again: re-running a finished demo with another --beam only decodes
 # its checkpoint again (its outputs, WORK/test.*, replace the earlier decoding's). A --work
 # directory trained with other --arch/--minutes/--seed/--mass-share/--raw-dir/--extra or learning rate
 # (WORK/settings) is refused.
 set -euo pipefail
-MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; LOG=""; SEED=1; BEAM=4; MASS_SHARE=0.3
+MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; LOG=""; PAIRED=""; SEED=1; BEAM=4; MASS_SHARE=0.3
 ARGS=$(printf '%q ' "$@")
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,13 +45,25 @@ while [ $# -gt 0 ]; do
     --mass-share) MASS_SHARE="$2"; shift 2;;
     --extra) EXTRA="$2"; shift 2;;
     --results-log) LOG="$2"; shift 2;;
+    --paired-with) PAIRED="$2"; shift 2;;
     -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0;;
     *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2;;
   esac
 done
 [[ "$MINUTES" =~ ^[0-9]*\.?[0-9]+$ && "$MINUTES" =~ [1-9] ]] || {
   echo "demo.sh: --minutes $MINUTES: expected a number of minutes above 0" >&2; exit 2; }
+[ -z "$PAIRED" ] || [ -n "$LOG" ] || {
+  echo "demo.sh: --paired-with $PAIRED: the paired bootstrap is recorded in --results-log's ledger: give one" >&2; exit 2; }
+if [ -n "$PAIRED" ]; then
+  for f in test.en-fr.hyp test.fr-en.hyp bt/checkpoint_best.pt; do [ -s "$PAIRED/$f" ] || {
+    echo "demo.sh: --paired-with $PAIRED: no $PAIRED/$f there: give a finished demo's --work" >&2; exit 2; }; done
+  [ "$(realpath -m "$PAIRED")" != "$(realpath -m "$WORK")" ] || {
+    echo "demo.sh: --paired-with $PAIRED: that is --work itself: give another demo's --work" >&2; exit 2; }
+fi
 [[ "$SEED" =~ ^[0-9]+$ ]] || { echo "demo.sh: --seed $SEED: expected a whole number" >&2; exit 2; }
+# (a paired bootstrap compares two settings on one seed: WORK2's settings name its seed)
+[ -z "$PAIRED" ] || [[ " $(cat "$PAIRED/settings" 2>/dev/null) " == *" seed=$SEED "* ]] || {
+  echo "demo.sh: --paired-with $PAIRED: not trained with --seed $SEED ($PAIRED/settings: '$(cat "$PAIRED/settings" 2>/dev/null)')" >&2; exit 2; }
 [[ "$BEAM" =~ ^[1-9][0-9]*$ ]] || { echo "demo.sh: --beam $BEAM: expected a whole number above 0" >&2; exit 2; }
 [[ "$MASS_SHARE" =~ ^0?\.[0-9]*[1-9][0-9]*$ ]] || {
   echo "demo.sh: --mass-share $MASS_SHARE: expected a number above 0 and below 1, like 0.3" >&2; exit 2; }
@@ -104,6 +121,10 @@ step() { echo; echo "=== [$(( ($(date +%s) - START) / 60 )) min] $*"; }
 
 step "1/5 prepare Multi30k (English: train lines 1-14,500; French: lines 14,501-29,000)"
 smallcap-prepare --multi30k ${RAW:+--raw-dir "$RAW"} --dest "$DATA" --vocab-size 8000
+for l in en fr; do  # (the paired bootstrap needs one test set: before any training)
+  [ -z "$PAIRED" ] || cmp -s "$DATA/raw/test.$l" "$PAIRED/data/raw/test.$l" || {
+    echo "demo.sh: --paired-with $PAIRED: its test set $PAIRED/data/raw/test.$l differs from $DATA/raw/test.$l" >&2; exit 2; }
+done
 
 step "2/5 skip-gram subword embeddings of both languages (d=$DIM)"
 [ -s "$WORK/emb$DIM.vec" ] || smallcap-embeddings "$DATA" --dim "$DIM" --threads 1 --out "$WORK/emb$DIM.vec"
@@ -151,4 +172,4 @@ done
 step "done in $(( ($(date +%s) - START) / 60 )) min; outputs in $WORK"
 for pair in en-fr fr-en; do echo "test_2016_flickr $pair:"; sed 's/^/  /' "$WORK/test.$pair.bleu"; done
 [ -z "$LOG" ] || python "$ROOT/benchmarks/demo_record.py" --work "$WORK" --arch "$ARCH" --recipe "$RECIPE" --minutes "$MINUTES" \
-  --seed "$SEED" --beam "$BEAM" --lr "$LR" --mass-share "$MASS_SHARE" --extra="$EXTRA" --wall-s $(( $(date +%s) - START )) $RESUMED $DECODED_ONLY --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
+  --seed "$SEED" --beam "$BEAM" --lr "$LR" --mass-share "$MASS_SHARE" --extra="$EXTRA" --wall-s $(( $(date +%s) - START )) $RESUMED $DECODED_ONLY ${PAIRED:+--paired-with "$PAIRED"} --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
