@@ -93,22 +93,32 @@ def split_lr(extra: str):
         return lr, rest
 
 
-def scores_of(work: Path):
-    """(figures, examples) of each direction: its scores, and the first EXAMPLES test sentences as
-    [source, hypothesis, reference], the examples demo.sh prints."""
+def decodings_of(work: Path, flag: str):
+    """Each direction's test translations with their references and sources, read from a finished
+    demo's ``WORK`` (given as ``flag``): {pair: {"hypotheses", "references", "sources": lines}}."""
     raw = work / "data" / "raw"
-    figures, examples = {}, {}
+    decodings = {}
     for pair in PAIRS:
         src, tgt = pair.split("-")
         paths = {"hypotheses": work / f"test.{pair}.hyp", "references": raw / f"test.{tgt}",
                  "sources": raw / f"test.{src}"}
         for what, path in paths.items():
             if not path.is_file():
-                raise DemoRecordError(f"--work {work}: no {what} file {path} (has demo.sh finished?)")
-        hyps, refs, sources = (read_lines(paths[k]) for k in ("hypotheses", "references", "sources"))
+                raise DemoRecordError(f"{flag} {work}: no {what} file {path} (has demo.sh finished?)")
+        decodings[pair] = {what: read_lines(path) for what, path in paths.items()}
+        hyps, refs = decodings[pair]["hypotheses"], decodings[pair]["references"]
         if len(hyps) != len(refs):
             raise DemoRecordError(f"{paths['hypotheses']}: {len(hyps)} lines, but {paths['references']} "
                                   f"has {len(refs)}")
+    return decodings
+
+
+def scores_of(decodings):
+    """(figures, examples) of each direction of ``decodings_of``'s: its scores, and the first
+    EXAMPLES test sentences as [source, hypothesis, reference], the examples demo.sh prints."""
+    figures, examples = {}, {}
+    for pair, d in decodings.items():
+        hyps, refs, sources = d["hypotheses"], d["references"], d["sources"]
         figures[pair] = translation_scores(hyps, refs, sources)
         examples[pair] = [list(example) for example in zip(sources[:EXAMPLES], hyps[:EXAMPLES], refs[:EXAMPLES])]
     return figures, examples
@@ -124,30 +134,23 @@ def beam_of(work: Path, pair: str):
     return int(beam) if beam.isdigit() else None
 
 
-def paired_with(work: Path, other: Path):
-    """sacreBLEU's paired bootstrap of ``work``'s test translations (the system) against ``other``'s
-    (the baseline), each direction, on the same references; with ``other``'s checkpoint hash and
-    beam (None where its generate logs do not say one beam for both directions)."""
+def paired_with(work: Path, decodings, other: Path):
+    """sacreBLEU's paired bootstrap of ``work``'s test translations (``decodings_of``'s; the system)
+    against ``other``'s (the baseline), each direction, on the same references; with ``other``'s
+    checkpoint hash and beam (None where its generate logs do not say one beam for both directions)."""
     if other.resolve() == work.resolve():
         raise DemoRecordError(f"--paired-with {other}: that is --work itself; give another demo's --work")
+    theirs = decodings_of(other, "--paired-with")
     beams = {beam_of(other, pair) for pair in PAIRS}  # (one beam for both directions, or unknown)
     out = {"work": str(other), "checkpoint_sha1": checkpoint_sha1(other / "bt" / "checkpoint_best.pt"),
            "beam": beams.pop() if len(beams) == 1 else None}
     for pair in PAIRS:
-        tgt = pair.split("-")[1]
-        paths = {"hypotheses": other / f"test.{pair}.hyp", "references": other / "data" / "raw" / f"test.{tgt}"}
-        for what, path in paths.items():
-            if not path.is_file():
-                raise DemoRecordError(f"--paired-with {other}: no {what} file {path} (has demo.sh finished there?)")
-        refs = read_lines(work / "data" / "raw" / f"test.{tgt}")
-        if read_lines(paths["references"]) != refs:
-            raise DemoRecordError(f"--paired-with {other}: {paths['references']} differs from --work's "
-                                  f"{work / 'data' / 'raw' / f'test.{tgt}'}: not the same test set")
-        baseline, system = read_lines(paths["hypotheses"]), read_lines(work / f"test.{pair}.hyp")
-        if len(baseline) != len(refs):
-            raise DemoRecordError(f"{paths['hypotheses']}: {len(baseline)} lines, but {paths['references']} "
-                                  f"has {len(refs)}")
-        out[pair] = paired_bootstrap(refs, baseline, system)
+        refs = decodings[pair]["references"]
+        if theirs[pair]["references"] != refs:
+            tgt = pair.split("-")[1]
+            raise DemoRecordError(f"--paired-with {other}: {other / 'data' / 'raw' / f'test.{tgt}'} differs from "
+                                  f"--work's {work / 'data' / 'raw' / f'test.{tgt}'}: not the same test set")
+        out[pair] = paired_bootstrap(refs, theirs[pair]["hypotheses"], decodings[pair]["hypotheses"])
     return out
 
 
@@ -176,8 +179,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--results-log", type=Path, required=True, help="append one JSON line here")
     args = parser.parse_args(argv)
     try:
-        figures, examples = scores_of(args.work)
-        paired = paired_with(args.work, args.paired_with) if args.paired_with else None
+        decodings = decodings_of(args.work, "--work")
+        figures, examples = scores_of(decodings)
+        paired = paired_with(args.work, decodings, args.paired_with) if args.paired_with else None
         states = {name: load(args.work / stage / f"checkpoint_{which}.pt")
                   for name, stage, which in (("mass_updates", "mass", "last"), ("finetune_updates", "bt", "last"),
                                              ("finetune_best_updates", "bt", "best"))}
