@@ -10,7 +10,7 @@ hypotheses (``WORK/test.{en-fr,fr-en}.hyp``) against ``WORK/data/raw`` with
 and of copied words, the collapse and copying diagnostics of issue 20, whose target for the demo
 is >= 95% distinct in both directions), reads the updates each stage reached from its
 checkpoints, and appends one JSON line with the command, git commit, machine and date, the seed,
-beam, learning rate and MASS share, the three examples demo.sh prints per direction (issue 20
+beam, learning rate, MASS share and --extra / --finetune-extra flags, the three examples demo.sh prints per direction (issue 20
 asks that they read as translations; the report shows them), and ``checkpoint_sha1``: a finished demo
 re-run with another ``--beam`` decodes the same checkpoint again (``--decoded-only``), and
 ``report.py`` pairs such records by it. With ``--paired-with OTHER`` (another demo's --work, e.g. the
@@ -164,6 +164,8 @@ def main(argv=None) -> dict:
                         help="seconds the demo ran, all five steps (of this invocation, if it resumed)")
     parser.add_argument("--seed", type=int, default=1, help="the demo's --seed (training seed)")
     parser.add_argument("--extra", default="", help="the demo's --extra (fairseq-train flags on top of its recipe)")
+    parser.add_argument("--finetune-extra", default="",
+                        help="the demo's --finetune-extra (fairseq-train flags of its fine-tuning stage only)")
     parser.add_argument("--beam", type=int, default=4, help="the demo's --beam (beam size of the test translations)")
     parser.add_argument("--lr", type=float, default=RECIPE_LR,
                         help="the learning rate demo.sh gave both stages (an --lr in --extra overrides it)")
@@ -193,6 +195,7 @@ def main(argv=None) -> dict:
         "arch": args.arch,
         **({"recipe": args.recipe} if args.recipe else {}),
         **({"extra": args.extra} if args.extra else {}),
+        **({"finetune_extra": args.finetune_extra} if args.finetune_extra else {}),
         "minutes": args.minutes,
         "mass_share": args.mass_share,
         "wall_s": round(args.wall_s, 1),

@@ -629,13 +629,13 @@ def demo_section(records, ledger: Path, out_dir: Path) -> str:
              "was recorded ran `mass-fixed+emb128`, those before the seed and beam were recorded seed 1 and "
              "beam 4, those before the learning rate was recorded 0.001 unless their `--extra` gave one, those "
              "before the MASS share was recorded 0.3; a `--mass-share` other than 0.3 is written beside `--extra`'s "
-             "flags), scored by "
+             "and `--finetune-extra`'s flags), scored by "
              "`benchmarks/demo_record.py`: test_2016_flickr sacreBLEU / chrF and the share of distinct "
              "hypotheses and of copied words, each direction. Target: at least 95% distinct both ways. "
              "A finished demo re-run with another `--beam` decodes the same checkpoint again (wall: "
              "\"decoding only\"); re-run with `--paired-with` another demo's `--work` of the same seed, "
              "its record also holds sacreBLEU's paired bootstrap against that demo's translations (the "
-             "largest p over the seeds is given beside the learning-rate comparisons).", "",
+             "largest p over the seeds is given beside the comparisons of two settings).", "",
              "| recipe | arch | minutes | seed | beam | updates (MASS + fine-tuning, decoded) | en→fr BLEU / chrF | "
              "distinct / copied | fr→en BLEU / chrF | distinct / copied | ≥ 95% distinct | wall | recorded | command |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -698,14 +698,16 @@ def cell(text: str) -> str:
 
 def demo_setting(record) -> tuple:
     """A demo record's setting: its recipe, the learning rate both stages trained with, and its other
-    flags: demo.sh's ``--mass-share`` where it is not the default 0.3, then ``--extra``'s. An ``--lr``
-    in ``--extra`` is the same training as demo.sh giving that rate itself, so such records group with
-    those; records from before the rate was recorded ran demo.sh's 0.001 unless their ``--extra`` set
-    one, and those from before --mass-share its 0.3."""
+    flags: demo.sh's ``--mass-share`` where it is not the default 0.3, then ``--extra``'s, then its
+    ``--finetune-extra``. An ``--lr`` in ``--extra`` is the same training as demo.sh giving that rate
+    itself, so such records group with those; records from before the rate was recorded ran demo.sh's
+    0.001 unless their ``--extra`` set one, and those from before --mass-share its 0.3."""
     extra_lr, rest = split_lr(record.get("extra"))
     lr = record.get("lr", extra_lr)
     share = record.get("mass_share", MASS_SHARE)
     rest = ([f"--mass-share {share}"] if share != MASS_SHARE else []) + rest
+    if record.get("finetune_extra"):
+        rest.append(f'--finetune-extra "{" ".join(record["finetune_extra"].split())}"')  # (split as demo.sh does)
     return record.get("recipe", "mass-fixed+emb128"), RECIPE_LR if lr is None else lr, " ".join(rest)
 
 
@@ -721,13 +723,13 @@ def recipe_text(record) -> str:
 
 
 def demo_decoding_lines(records) -> list:
-    """For each setting (recipe, learning rate, MASS share and other --extra flags, arch, minutes,
-    machine and threads: a time budget buys a different number of updates on another machine or
-    thread count)
-    with records of two seeds or more: each beam size over the seeds (mean ± std), then each other
-    beam size against beam 4 on the same checkpoints; and each other learning rate against 0.001 at
-    beam 4 on the same seeds (each trained at both rates): per-seed differences with their 95% t
-    interval of BLEU, chrF and distinct (percentage points). A seed's checkpoint is the one
+    """For each setting (recipe, learning rate, MASS share, other --extra and --finetune-extra flags,
+    arch, minutes, machine and threads: a time budget buys a different number of updates on another
+    machine or thread count) with records of two seeds or more: each beam size over the seeds (mean ± std), then each other
+    beam size against beam 4 on the same checkpoints; each other learning rate against 0.001, and each
+    setting with other flags (``--mass-share``, ``--extra``, ``--finetune-extra``) against demo.sh's
+    own at its rate, at beam 4 on the same seeds (each trained both ways): per-seed differences with
+    their 95% t interval of BLEU, chrF and distinct (percentage points). A seed's checkpoint is the one
     (``checkpoint_sha1``) of its latest record in the ledger; decodings of its earlier checkpoints
     are left out, and so are records without a hash."""
     groups = {}
@@ -759,13 +761,17 @@ def demo_decoding_lines(records) -> list:
                 f"{setting}, beam {beam}{' (greedy)' if beam == 1 else ''} minus beam 4, the same checkpoints",
                 {s: d[4] for s, d in decoded.items() if 4 in d}, {s: d[beam] for s, d in decoded.items() if beam in d})
     for (recipe, lr, rest, arch, minutes, machine), decoded in by_setting.items():
+        at_beam_4 = {s: d[4] for s, d in decoded.items() if 4 in d}
         reference = by_setting.get((recipe, RECIPE_LR, rest, arch, minutes, machine))
-        if lr == RECIPE_LR or reference is None:
-            continue
-        setting = f"{setting_text(recipe, None, rest)}, {arch}, {minutes} minutes on {machine}, beam 4"
-        lines += paired_demo_lines(f"{setting}: lr {lr} minus lr {RECIPE_LR}, the same seeds",
-                                   {s: d[4] for s, d in reference.items() if 4 in d},
-                                   {s: d[4] for s, d in decoded.items() if 4 in d})
+        if lr != RECIPE_LR and reference is not None:
+            setting = f"{setting_text(recipe, None, rest)}, {arch}, {minutes} minutes on {machine}, beam 4"
+            lines += paired_demo_lines(f"{setting}: lr {lr} minus lr {RECIPE_LR}, the same seeds",
+                                       {s: d[4] for s, d in reference.items() if 4 in d}, at_beam_4)
+        plain = by_setting.get((recipe, lr, "", arch, minutes, machine))
+        if rest and plain is not None:
+            setting = f"{setting_text(recipe, lr, '')}, {arch}, {minutes} minutes on {machine}, beam 4"
+            lines += paired_demo_lines(f"{setting}: `{rest}` minus demo.sh's own flags, the same seeds",
+                                       {s: d[4] for s, d in plain.items() if 4 in d}, at_beam_4)
     return lines
 
 

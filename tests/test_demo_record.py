@@ -226,6 +226,44 @@ def test_a_checkpoint_decoded_two_ways_pairs_by_its_hash(tmp_path, trained_check
     assert sum(f"{records[0]['machine']}, OMP_NUM_THREADS={more_threads} |" in line for line in again_lines) == 1
 
 
+def test_finetune_extra_is_a_setting_paired_with_demo_shs_own_flags(tmp_path, trained_checkpoint):
+    """demo.sh's --finetune-extra reaches the record; report.py writes it as the setting's flags and
+    gives it minus the same seeds with demo.sh's own flags (same rate, budget, machine): fr→en
+    distinct 25% and 50% with demo.sh's flags, 100% with --finetune-extra: +75 and +50 points."""
+    import torch
+
+    from fairseq_smallcap import checkpoint_safety
+
+    checkpoint_safety.install()
+    checkpoint, _ = trained_checkpoint
+    log = tmp_path / "results" / "demo.jsonl"
+    collapsed, two_captions = ["a man in a blue shirt ."] * 4, ["a man in a blue shirt .", "a dog ."] * 2
+    flags = "--lambda-dae 0:1,400:0"
+    for name, fr_en, extra in (("plain", {1: collapsed, 2: two_captions}, []),
+                               ("dae", {1: EN, 2: EN}, [f"--finetune-extra={flags}"])):
+        for seed in (1, 2):
+            work = demo_dir(tmp_path / f"{name}{seed}", FR, fr_en[seed])
+            (work / "bt").mkdir()
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            state["extra_state"]["test_seed"] = f"{name} {seed}"
+            torch.save(state, work / "bt" / "checkpoint_best.pt")
+            record(work, log, "--seed", str(seed), *extra)
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert [r.get("finetune_extra") for r in records] == [None, None, flags, flags]
+    out = tmp_path / "BENCHMARKS.md"
+    run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
+         "--readme", shutil.copy(BENCHMARKS.parent / "README.md", tmp_path / "README.md")])
+    lines = out.read_text(encoding="utf-8").splitlines()
+    machine = f"{records[0]['machine']}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    assert sum(line.startswith(f'| `mass-fixed+emb128`, lr 0.001 + `--finetune-extra "{flags}"` | ') for line in lines) == 2
+    title = (f"`mass-fixed+emb128`, lr 0.001, smallcap_very_small, 14.0 minutes on {machine}, beam 4: "
+             f'`--finetune-extra "{flags}"` minus demo.sh\'s own flags, the same seeds (per-seed difference, 95% t interval):')
+    at = lines.index(title)
+    assert lines[at + 3].startswith("- fr→en: ") and \
+        "distinct (points) +62.50 [-96.33, +221.33] (2 seeds: +75.00, +50.00)" in lines[at + 3], lines[at:at + 4]
+    assert "bleu +0.00 [+0.00, +0.00]" in lines[at + 2], lines[at + 2]  # (en→fr: the references both ways)
+
+
 def test_paired_with_records_the_bootstrap_against_the_other_demo(tmp_path, trained_checkpoint):
     """demo.sh --paired-with WORK2 (demo_record.py --paired-with): the record holds sacreBLEU's paired
     bootstrap of this demo's translations against WORK2's, whose scores are the two records' own

@@ -78,7 +78,7 @@ def test_stages_run_once_and_a_rerun_with_another_beam_only_decodes(tmp_path):
     assert mass.startswith("fairseq-train ") and "--lambda-mass 1 " in mass
     assert not list(work.glob("*.finished"))
     assert (work / "settings").read_text() == \
-        "arch=smallcap_very_small minutes=14 seed=1 raw= extra= lr=0.002 mass_share=0.3\n"
+        "arch=smallcap_very_small minutes=14 seed=1 raw= extra= lr=0.002 mass_share=0.3 finetune_extra=\n"
 
     # run again: both stages, then the two decodings with the default beam 4
     result = demo(tmp_path, "--work", work)
@@ -99,8 +99,8 @@ def test_stages_run_once_and_a_rerun_with_another_beam_only_decodes(tmp_path):
     # another seed on it is refused before anything runs; the settings stay
     line = one_line_error(demo(tmp_path, "--work", work, "--seed", "2"))
     assert line == (f"demo.sh: --work {work} was trained with 'arch=smallcap_very_small minutes=14 seed=1 raw= "
-                    "extra= lr=0.002 mass_share=0.3', not 'arch=smallcap_very_small minutes=14 seed=2 raw= extra= "
-                    "lr=0.002 mass_share=0.3': give those or another --work")
+                    "extra= lr=0.002 mass_share=0.3 finetune_extra=', not 'arch=smallcap_very_small minutes=14 seed=2 "
+                    "raw= extra= lr=0.002 mass_share=0.3 finetune_extra=': give those or another --work")
     assert calls(tmp_path) == [] and "seed=1 " in (work / "settings").read_text()
 
 
@@ -142,6 +142,42 @@ def test_extra_flags_replace_the_recipes_own(tmp_path):
     assert (mass.stop_time_hours, tune.stop_time_hours) == (round(86 * 0.3 / 60, 4), round(86 / 60, 4))
 
 
+def test_finetune_extra_reaches_the_fine_tuning_stage_only(tmp_path):
+    """--finetune-extra '--lambda-dae 0:1,400:0': fairseq-train's own parser reads the fine-tuning
+    command line with that DAE schedule, after --extra's (which both stages have), and the MASS
+    stage's with its own; it is part of WORK/settings and of the ledger record. A seed or a
+    learning rate in it is refused (one rate for both stages: --extra), and so is another
+    --finetune-extra on a --work trained without one. A --work from before the flag existed (no
+    finetune_extra= in its settings) resumes without it."""
+    from fairseq import options
+
+    work, ledger = tmp_path / "demo", tmp_path / "ledger.jsonl"
+    assert demo(tmp_path, "--work", work, "--minutes", 86, "--extra", "--lambda-dae 0.3 --dropout 0.2",
+                "--finetune-extra", "--lambda-dae 0:1,400:0", "--results-log", ledger).returncode == 0
+    lines = calls(tmp_path)
+    mass, tune = [options.parse_args_and_arch(options.get_training_parser(), input_args=c.split()[1:])
+                  for c in lines if c.startswith("fairseq-train ")]
+    assert (mass.lambda_mass, mass.lambda_dae, mass.dropout) == ("1", "0.3", 0.2)
+    assert (tune.lambda_bt, tune.lambda_dae, tune.dropout) == ("1", "0:1,400:0", 0.2)
+    assert (work / "settings").read_text().endswith(" finetune_extra=--lambda-dae 0:1,400:0\n")
+    (record,) = [line for line in lines if line.startswith("demo_record ")]
+    assert " --finetune-extra=--lambda-dae 0:1,400:0 " in record, record
+    assert one_line_error(demo(tmp_path, "--work", work, "--minutes", 86, "--extra", "--lambda-dae 0.3 --dropout 0.2")
+                          ).endswith("finetune_extra=': give those or another --work")
+    for flags, line in (("--seed 2", "give the seed with --seed, not inside --finetune-extra"),
+                        ("--lr=0.003", 'give the learning rate of both stages with --extra "--lr R"')):
+        assert one_line_error(demo(tmp_path, "--work", tmp_path / "new", "--finetune-extra", flags)) == \
+            f"demo.sh: --finetune-extra '{flags}': {line}"
+    assert calls(tmp_path) == [] and not (tmp_path / "new").exists()
+    old = tmp_path / "old"
+    (old / "mass").mkdir(parents=True)
+    (old / "settings").write_text("arch=smallcap_very_small minutes=86 seed=1 raw= extra= lr=0.001 mass_share=0.3\n")
+    assert one_line_error(demo(tmp_path, "--work", old, "--minutes", 86, "--finetune-extra", "--dropout 0.2")
+                          ).endswith("finetune_extra=--dropout 0.2': give those or another --work")
+    assert demo(tmp_path, "--work", old, "--minutes", 86).returncode == 0
+    assert len([c for c in calls(tmp_path) if c.startswith("fairseq-train ")]) == 2
+
+
 def test_settings_from_before_the_learning_rate_ran_at_0_001(tmp_path):
     """A settings file written before the rate depended on the budget has no lr=: its training ran
     at 0.001, so under 30 minutes (now 0.002) it is refused, and from 30 minutes on it is resumed."""
@@ -152,8 +188,8 @@ def test_settings_from_before_the_learning_rate_ran_at_0_001(tmp_path):
         result = demo(tmp_path, "--work", work, "--minutes", minutes)
         if refused:
             assert one_line_error(result).endswith(
-                "extra= lr=0.001 mass_share=0.3', not 'arch=smallcap_very_small minutes=14 seed=1 raw= extra= "
-                "lr=0.002 mass_share=0.3': give those or another --work")
+                "extra= lr=0.001 mass_share=0.3 finetune_extra=', not 'arch=smallcap_very_small minutes=14 seed=1 "
+                "raw= extra= lr=0.002 mass_share=0.3 finetune_extra=': give those or another --work")
             assert calls(tmp_path) == []
         else:
             assert result.returncode == 0, result.stderr
@@ -179,15 +215,15 @@ def test_mass_share_splits_the_budget(tmp_path):
                     "--results-log", tmp_path / "ledger.jsonl").returncode == 0
         lines = calls(tmp_path)
         assert stop_hours(lines) == [mass_hours, "1.4333"], (share, lines)
-        assert (work / "settings").read_text().endswith(f" lr=0.001 mass_share={written}\n")
+        assert (work / "settings").read_text().endswith(f" lr=0.001 mass_share={written} finetune_extra=\n")
         (record,) = [line for line in lines if line.startswith("demo_record ")]
         assert f" --lr 0.001 --mass-share {written} --extra=--lr 0.002 " in record, record
     old = tmp_path / "old"
     (old / "mass").mkdir(parents=True)
     (old / "settings").write_text("arch=smallcap_very_small minutes=86 seed=1 raw= extra= lr=0.001\n")
     assert one_line_error(demo(tmp_path, "--work", old, "--minutes", 86, "--mass-share", "0.5")).endswith(
-        "lr=0.001 mass_share=0.3', not 'arch=smallcap_very_small minutes=86 seed=1 raw= extra= lr=0.001 "
-        "mass_share=0.5': give those or another --work")
+        "lr=0.001 mass_share=0.3 finetune_extra=', not 'arch=smallcap_very_small minutes=86 seed=1 raw= extra= "
+        "lr=0.001 mass_share=0.5 finetune_extra=': give those or another --work")
     assert demo(tmp_path, "--work", old, "--minutes", 86, "--mass-share", ".30").returncode == 0
     assert stop_hours(calls(tmp_path)) == ["0.43", "1.4333"]
     assert (old / "settings").read_text() == "arch=smallcap_very_small minutes=86 seed=1 raw= extra= lr=0.001\n"
@@ -224,7 +260,8 @@ def test_paired_with_a_finished_demo_of_the_same_seed(tmp_path):
         f"demo.sh: --paired-with {tmp_path}/./other: that is --work itself: give another demo's --work"
     line = one_line_error(demo(tmp_path, "--work", work, "--seed", "2", "--paired-with", other, "--results-log", ledger))
     assert line == (f"demo.sh: --paired-with {other}: not trained with --seed 2 ({other}/settings: "
-                    "'arch=smallcap_very_small minutes=14 seed=1 raw= extra=--lr 0.001 lr=0.002 mass_share=0.3')")
+                    "'arch=smallcap_very_small minutes=14 seed=1 raw= extra=--lr 0.001 lr=0.002 mass_share=0.3 "
+                    "finetune_extra=')")
     assert calls(tmp_path) == [] and not work.exists()
     # another test set (the stand-in smallcap-prepare writes "a b", "c d"): refused before the embeddings
     (other / "data" / "raw" / "test.fr").write_text("a b\nc e\n")

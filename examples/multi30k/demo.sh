@@ -9,6 +9,7 @@
 #
 # usage: examples/multi30k/demo.sh [--minutes M] [--arch ARCH] [--raw-dir DIR] [--work DIR]
 #                                   [--seed N] [--beam N] [--mass-share F] [--extra FLAGS]
+#                                   [--finetune-extra FLAGS]
 #                                   [--results-log FILE [--paired-with WORK2]]
 #   --minutes   training wall-clock budget, split --mass-share MASS / the rest DAE+BT (default
 #               14: the whole demo then takes under 20 minutes on 2 CPU cores); raise it to train longer
@@ -20,6 +21,9 @@
 #   --mass-share  the budget's share for MASS pretraining, above 0 and below 1 (default 0.3)
 #   --extra     extra fairseq-train flags for both stages, after the recipe's (so --lr, --warmup-updates
 #               or --lambda-dae given here replace its own), e.g. --extra "--amp"
+#   --finetune-extra  extra fairseq-train flags for the DAE + back-translation stage only, after
+#               --extra's, e.g. --finetune-extra "--lambda-dae 0:1,400:0" (the rate of both stages:
+#               --extra "--lr R")
 #   --results-log  append the run's figures (benchmarks/demo_record.py) to this JSON-lines ledger,
 #               e.g. benchmarks/results/demo.jsonl
 #   --paired-with  another finished demo's --work, the same --seed and test set with another setting
@@ -28,11 +32,11 @@
 #               Two demos run side by side: re-run the second with it (it decodes both directions
 #               again, a minute or two, and records again: a "decoding only" row)
 # A finished stage is not run again: re-running a finished demo with another --beam only decodes
-# its checkpoint again (its outputs, WORK/test.*, replace the earlier decoding's). A --work
-# directory trained with other --arch/--minutes/--seed/--mass-share/--raw-dir/--extra or learning rate
-# (WORK/settings) is refused.
+# its checkpoint again (its outputs, WORK/test.*, replace the earlier decoding's). A --work directory
+# trained with other --arch/--minutes/--seed/--mass-share/--raw-dir/--extra/--finetune-extra or
+# learning rate (WORK/settings) is refused.
 set -euo pipefail
-MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; LOG=""; PAIRED=""; SEED=1; BEAM=4; MASS_SHARE=0.3
+MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; FT_EXTRA=""; LOG=""; PAIRED=""; SEED=1; BEAM=4; MASS_SHARE=0.3
 ARGS=$(printf '%q ' "$@")
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,6 +48,7 @@ while [ $# -gt 0 ]; do
     --beam) BEAM="$2"; shift 2;;
     --mass-share) MASS_SHARE="$2"; shift 2;;
     --extra) EXTRA="$2"; shift 2;;
+    --finetune-extra) FT_EXTRA="$2"; shift 2;;
     --results-log) LOG="$2"; shift 2;;
     --paired-with) PAIRED="$2"; shift 2;;
     -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0;;
@@ -75,8 +80,15 @@ print(t.get(os.environ['ARCH'], {}).get('dim', ''), ' '.join(t))" 2>/dev/null) |
   echo "demo.sh: cannot import fairseq_smallcap.models with $(command -v python): install the plugin (make install)" >&2; exit 2; }
 [[ "$DIM" =~ ^[0-9]+\  ]] || { echo "demo.sh: --arch $ARCH: expected one of${DIM}" >&2; exit 2; }
 DIM=${DIM%% *}
-if [[ " $EXTRA " == *" --seed "* || " $EXTRA " == *" --seed="* ]]; then
-  echo "demo.sh: --extra '$EXTRA': give the seed with --seed, not inside --extra" >&2; exit 2
+for flag in --extra --finetune-extra; do
+  value=$EXTRA; [ "$flag" == --extra ] || value=$FT_EXTRA
+  if [[ " $value " == *" --seed "* || " $value " == *" --seed="* ]]; then
+    echo "demo.sh: $flag '$value': give the seed with --seed, not inside $flag" >&2; exit 2
+  fi
+done
+# (one rate for both stages, as the records and their comparisons read it)
+if [[ " $FT_EXTRA " == *" --lr "* || " $FT_EXTRA " == *" --lr="* ]]; then
+  echo "demo.sh: --finetune-extra '$FT_EXTRA': give the learning rate of both stages with --extra \"--lr R\"" >&2; exit 2
 fi
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 RECIPE=mass-fixed+emb128+shared  # (benchmarks/README.md's name; --extra flags come on top)
@@ -105,11 +117,12 @@ DECODED_ONLY=""; [ -e "$WORK/mass.finished" ] && [ -e "$WORK/bt.finished" ] && D
 # The training settings of this --work directory (written when training begins): a re-run with
 # others would mix two trainings, or decode a checkpoint with another data directory.
 # (settings written before the learning rate depended on the budget ran at 0.001, those written
-# before --mass-share existed at 0.3)
-SETTINGS="arch=$ARCH minutes=$MINUTES seed=$SEED raw=$RAW extra=$EXTRA lr=$LR mass_share=$MASS_SHARE"
+# before --mass-share existed at 0.3, those before --finetune-extra without one)
+SETTINGS="arch=$ARCH minutes=$MINUTES seed=$SEED raw=$RAW extra=$EXTRA lr=$LR mass_share=$MASS_SHARE finetune_extra=$FT_EXTRA"
 if [ -e "$WORK/settings" ]; then
   OLD="$(cat "$WORK/settings")"; [[ "$OLD" == *" lr="* ]] || OLD="$OLD lr=0.001"
   [[ "$OLD" == *" mass_share="* ]] || OLD="$OLD mass_share=0.3"
+  [[ "$OLD" == *" finetune_extra="* ]] || OLD="$OLD finetune_extra="
   [ "$OLD" == "$SETTINGS" ] || {
     echo "demo.sh: --work $WORK was trained with '$OLD', not '$SETTINGS': give those or another --work" >&2
     exit 2; }
@@ -147,7 +160,7 @@ fi
 
 step "4/5 DAE + online back-translation from the MASS checkpoint (until ${HOURS_ALL} h in all)"
 if [ -e "$WORK/bt.finished" ]; then echo "finished before ($WORK/bt.finished)"; else
-  fairseq-train "$DATA" "${COMMON[@]}" --warmup-updates "$FT_WARMUP" --lambda-mass 0 --lambda-dae "0:1,2000:0.1" --lambda-bt 1 $EXTRA \
+  fairseq-train "$DATA" "${COMMON[@]}" --warmup-updates "$FT_WARMUP" --lambda-mass 0 --lambda-dae "0:1,2000:0.1" --lambda-bt 1 $EXTRA $FT_EXTRA \
     --finetune-from-model "$WORK/mass/checkpoint_last.pt" \
     --stop-time-hours "$HOURS_ALL" --save-dir "$WORK/bt" --no-epoch-checkpoints \
     --validate-interval 1000000 --validate-interval-updates "$VALIDATE_EVERY" --save-interval-updates "$VALIDATE_EVERY" \
@@ -172,4 +185,4 @@ done
 step "done in $(( ($(date +%s) - START) / 60 )) min; outputs in $WORK"
 for pair in en-fr fr-en; do echo "test_2016_flickr $pair:"; sed 's/^/  /' "$WORK/test.$pair.bleu"; done
 [ -z "$LOG" ] || python "$ROOT/benchmarks/demo_record.py" --work "$WORK" --arch "$ARCH" --recipe "$RECIPE" --minutes "$MINUTES" \
-  --seed "$SEED" --beam "$BEAM" --lr "$LR" --mass-share "$MASS_SHARE" --extra="$EXTRA" --wall-s $(( $(date +%s) - START )) $RESUMED $DECODED_ONLY ${PAIRED:+--paired-with "$PAIRED"} --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
+  --seed "$SEED" --beam "$BEAM" --lr "$LR" --mass-share "$MASS_SHARE" --extra="$EXTRA" --finetune-extra="$FT_EXTRA" --wall-s $(( $(date +%s) - START )) $RESUMED $DECODED_ONLY ${PAIRED:+--paired-with "$PAIRED"} --command "examples/multi30k/demo.sh ${ARGS% }" --results-log "$LOG"
