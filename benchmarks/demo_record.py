@@ -10,10 +10,10 @@ hypotheses (``WORK/test.{en-fr,fr-en}.hyp``) against ``WORK/data/raw`` with
 and of copied words, the collapse and copying diagnostics of issue 20, whose target for the demo
 is >= 95% distinct in both directions), reads the updates each stage reached from its
 checkpoints, and appends one JSON line with the command, git commit, machine and date, the seed,
-beam, learning rate, MASS share and --extra / --finetune-extra flags, the three examples demo.sh prints per direction (issue 20
-asks that they read as translations; the report shows them), and ``checkpoint_sha1``: a finished demo
-re-run with another ``--beam`` decodes the same checkpoint again (``--decoded-only``), and
-``report.py`` pairs such records by it. With ``--paired-with OTHER`` (another demo's --work, e.g. the
+beam, learning rate, MASS share and --extra / --finetune-extra flags, the three examples demo.sh
+prints per direction (issue 20 asks that they read as translations; the report shows them), and
+``checkpoint_sha1``: a finished demo re-run with another ``--beam`` decodes the same checkpoint
+again (``--decoded-only``), and ``report.py`` pairs such records by it. With ``--paired-with OTHER`` (another demo's --work, e.g. the
 same seed at another learning rate) the record also holds sacreBLEU's paired bootstrap
 (``sacrebleu --paired-bs``) of this demo's test translations against OTHER's, each direction, BLEU
 and chrF, with OTHER's checkpoint hash and beam, by which ``report.py`` finds OTHER's record.
@@ -30,7 +30,7 @@ from scoring import paired_bootstrap, read_lines, translation_scores
 PAIRS = ("en-fr", "fr-en")
 EXAMPLES = 3  # the test sentences demo.sh prints as examples: the first three of each direction
 DISTINCT_TARGET = 0.95
-RECIPE_LR = 0.001  # the measured recipe's learning rate, and demo.sh's before it depended on the budget
+RECIPE_LR = 0.001  # the measured recipe's learning rate, and demo.sh's before it was recorded
 MASS_SHARE = 0.3  # demo.sh's default share of the budget for MASS, and its share before --mass-share
 
 

@@ -57,11 +57,10 @@ RECIPES = {
                                   "greedy ones, from the same MASS checkpoints (`curation_ablation.py "
                                   "--mass-from`).",
     "mass-fixed+emb128+shared-m900-lr0.001": "`mass-fixed+emb128+shared` at the updates the 86-minute demo "
-                                             "reaches (900 MASS, 800 fine-tuning) and the rate demo.sh "
-                                             "takes from 30 minutes on (lr 0.001, both stages): the "
-                                             "reference of the learning-rate comparison.",
+                                             "reaches (900 MASS, 800 fine-tuning), lr 0.001 in both "
+                                             "stages: the reference of the learning-rate comparison.",
     "mass-fixed+emb128+shared-m900-lr0.002": "`mass-fixed+emb128+shared-m900-lr0.001` at lr 0.002 in both "
-                                             "stages (demo.sh's rate under 30 minutes), each seed paired with "
+                                             "stages (demo.sh's rate), each seed paired with "
                                              "that recipe's run of the seed (`curation_ablation.py "
                                              "--paired-with`; each trains its own MASS).",
 }

@@ -21,8 +21,7 @@ command of both; ``--arch`` and ``--max-tokens`` are shared):
   budget (the default split of ``examples/multi30k/demo.sh``); the fairseq-train flags are
   ``curation_ablation.common_flags`` plus the stage flags of ``curation_ablation.py``, with
   ``--init-embeddings``, and ``examples/multi30k/demo.sh``'s fine-tuning warm-up for the budget (50
-  updates under 30 minutes, else 200) and learning rate of both stages (0.002 under 30 minutes,
-  else 0.001). ``--ours-minutes`` gives ours its own budget (its schedule scaled to it: does ours
+  updates under 30 minutes, else 200) and learning rate of both stages (0.002). ``--ours-minutes`` gives ours its own budget (its schedule scaled to it: does ours
   given M minutes reach what the anchor reaches in 86?), ``--ours-seeds`` several runs of ours, one
   after another, each on its own clock (``WORK/ours-sN``), and ``--ours-checkpoint-minutes`` its
   own checkpoint interval. With ``--share-all-embeddings`` in ``--extra`` ours is the recipe
@@ -142,32 +141,29 @@ def save_flags(save_every_updates: int, save_dir: Path):
             "--keep-interval-updates", "-1", "--no-epoch-checkpoints", "--disable-validation"]
 
 
-def budget_lr(minutes: float) -> float:
-    """examples/multi30k/demo.sh's learning rate of both stages: 0.002 under a 30-minute budget,
-    else common_flags' 0.001."""
-    return 0.002 if minutes < 30 else RECIPE_LR
+DEMO_LR = 0.002  # examples/multi30k/demo.sh's learning rate of both stages (its default --lr)
 
 
-def ours_lr(args, minutes: float):
+def ours_lr(args):
     """The learning rate ours trains with: the last ``--lr`` of ``--extra`` (fairseq-train keeps the
-    last), else demo.sh's for the budget."""
+    last), else demo.sh's."""
     lr, _ = split_lr(args.extra)
-    return budget_lr(minutes) if lr is None else lr
+    return DEMO_LR if lr is None else lr
 
 
-def ours_flags(args, seed, embeddings: Path, minutes: float):
+def ours_flags(args, seed, embeddings: Path):
     """curation_ablation's flags of every stage (its ``--extra`` is this script's ``--extra``),
-    with the embeddings, and demo.sh's learning rate for the budget in place of common_flags' (an
-    ``--lr`` in ``--extra``, later on the line, still wins; the anchor keeps its own)."""
+    with the embeddings, and demo.sh's learning rate in place of common_flags' (an ``--lr`` in
+    ``--extra``, later on the line, still wins; the anchor keeps its own)."""
     spec = argparse.Namespace(max_tokens=args.max_tokens, cpu=True, extra=args.extra)
     flags = [str(f) for f in common_flags(spec, args.arch, seed)] + ["--init-embeddings", str(embeddings)]
-    flags[flags.index("--lr") + 1] = format(budget_lr(minutes), "g")
+    flags[flags.index("--lr") + 1] = format(DEMO_LR, "g")
     return flags
 
 
-def mass_command(args, seed, embeddings: Path, save_dir: Path, minutes: float):
+def mass_command(args, seed, embeddings: Path, save_dir: Path):
     # curation_ablation.mass_pretrain's stage flags
-    return [str(BIN / "fairseq-train"), str(args.data), *ours_flags(args, seed, embeddings, minutes),
+    return [str(BIN / "fairseq-train"), str(args.data), *ours_flags(args, seed, embeddings),
             "--lambda-mass", "1", "--lambda-dae", "0", "--lambda-bt", "0",
             *save_flags(args.ours_save_every_updates, save_dir)]
 
@@ -182,7 +178,7 @@ def finetune_command(args, seed, embeddings: Path, save_dir: Path, mass_checkpoi
     # curation_ablation.finetune's stage flags (baseline system), without its in-training validation,
     # with demo.sh's warm-up for the budget in place of common_flags' (a --warmup-updates in --extra,
     # later on the line, still wins)
-    flags = ours_flags(args, seed, embeddings, minutes)
+    flags = ours_flags(args, seed, embeddings)
     flags[flags.index("--warmup-updates") + 1] = str(finetune_warmup(minutes))
     return [str(BIN / "fairseq-train"), str(args.data), *flags, "--lambda-mass", "0",
             "--lambda-dae", "0:1,2000:0.1", "--lambda-bt", "1", "--bt-show-samples-interval", "0",
@@ -233,11 +229,11 @@ class SystemRun:
         config = {"budget_s": minutes * 60, "seed": seed, "checkpoint_minutes": checkpoint_minutes, "threads": threads,
                   "arch": args.arch, "max_tokens": args.max_tokens, "emb_dim": args.emb_dim, "extra": args.extra,
                   "save_every_updates": args.save_every_updates if name == "anchor" else args.ours_save_every_updates,
-                  **({} if name == "anchor" else {"lr": ours_lr(args, minutes)})}
+                  **({} if name == "anchor" else {"lr": ours_lr(args)})}
         self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {
             "system": name, "stages": {}, "checkpoints": [], "next_mark_s": checkpoint_minutes * 60, **config}
         if name != "anchor":
-            self.state.setdefault("lr", RECIPE_LR)  # (a run from before ours' rate depended on its budget)
+            self.state.setdefault("lr", RECIPE_LR)  # (a run from before ours' rate was recorded ran at 0.001)
         changed = [f"{key} {self.state[key]!r}, now {value!r}" for key, value in config.items()
                    if key in self.state and self.state[key] != value
                    and not (isinstance(value, float) and abs(self.state[key] - value) < 1e-6)]
@@ -366,7 +362,7 @@ class SystemRun:
             self.run_embeddings()
             emb_end = self.state["stages"]["embeddings"]["end_s"]
             mass_end = emb_end + MASS_SHARE * max(self.budget_s - emb_end, 0.0)
-            self.run_stage("mass", mass_command(self.args, self.seed, self.embeddings, self.dir / "mass", self.minutes),
+            self.run_stage("mass", mass_command(self.args, self.seed, self.embeddings, self.dir / "mass"),
                            self.dir / "mass", emb_end, mass_end)
             mass_last = self.dir / "mass" / "checkpoint_last.pt"
             self.run_stage("finetune", finetune_command(self.args, self.seed, self.embeddings, self.dir / "finetune",
@@ -795,7 +791,7 @@ def main(argv=None):
                   "save_every_updates": args.save_every_updates, "ours_save_every_updates": args.ours_save_every_updates,
                   "this_invocation_trained_s": round(training_wall, 1),
                   "finetune_warmup_updates": finetune_warmup(args.ours_minutes),
-                  "ours_lr": ours_lr(args, args.ours_minutes),
+                  "ours_lr": ours_lr(args),
                   "commands": {name: {stage: info.get("command") for stage, info in run.state["stages"].items()}
                                for name, run in runs.items()}},
         "command": stamp["command"], "git_commit": stamp["commit"], "machine": stamp["machine"],

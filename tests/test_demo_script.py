@@ -86,7 +86,7 @@ def test_stages_run_once_and_a_rerun_with_another_beam_only_decodes(tmp_path):
     mass, finetune, *generate = calls(tmp_path)
     assert mass.startswith("fairseq-train ") and "--lambda-mass 1 " in mass and "--seed 1 " in mass
     assert finetune.startswith("fairseq-train ") and "--finetune-from-model " in finetune
-    assert "--lr 0.002 " in mass and "--lr 0.002 " in finetune  # the rate of budgets under 30 minutes
+    assert "--lr 0.002 " in mass and "--lr 0.002 " in finetune  # demo.sh's rate
     assert [g.split()[0] for g in generate] == ["fairseq-generate"] * 2 and all("--beam 4 " in g for g in generate)
     assert {p.name for p in work.glob("*.finished")} == {"mass.finished", "bt.finished"}
     assert (work / "test.en-fr.hyp").read_text() == "a b\nc d\n"  # in the order of the test set
@@ -113,16 +113,26 @@ def test_training_from_before_the_settings_file_is_refused(tmp_path):
     assert not (work / "settings").exists() and calls(tmp_path) == []
 
 
-def test_learning_rate_follows_the_budget(tmp_path):
-    """Both stages train at lr 0.002 under 30 minutes and at 0.001 from 30 on (each given once), and
-    an --lr in --extra comes after demo.sh's, so fairseq-train keeps it."""
-    for minutes, extra, rates in ((29, "", ["0.002"]), (30, "", ["0.001"]), (86, "--lr 0.0005", ["0.001", "0.0005"])):
-        work = tmp_path / f"demo-{minutes}"
-        assert demo(tmp_path, "--work", work, "--minutes", minutes, "--extra", extra).returncode == 0
-        trainings = [c.split() for c in calls(tmp_path) if c.startswith("fairseq-train ")]
+def test_learning_rate_of_both_stages(tmp_path):
+    """Both stages train at lr 0.002 whatever the budget, or at --lr's (one spelling in WORK/settings
+    and the record), each given once; an --lr in --extra comes after demo.sh's, so fairseq-train
+    keeps it. A rate that is not a number above 0 is one line, before anything runs."""
+    for minutes, flags, rates in ((14, [], ["0.002"]), (86, [], ["0.002"]), (86, ["--lr", "1e-3"], ["0.001"]),
+                                  (86, ["--extra", "--lr 0.0005"], ["0.002", "0.0005"])):
+        work = tmp_path / f"demo-{minutes}-{len(flags)}{flags[-1] if flags else ''}"
+        assert demo(tmp_path, "--work", work, "--minutes", minutes, *flags, "--results-log", tmp_path / "l").returncode == 0
+        lines = calls(tmp_path)
+        trainings = [c.split() for c in lines if c.startswith("fairseq-train ")]
         assert len(trainings) == 2
         for words in trainings:
             assert [words[i + 1] for i, w in enumerate(words) if w == "--lr"] == rates, (minutes, words)
+        assert f" lr={rates[0]} " in (work / "settings").read_text()
+        (record,) = [line for line in lines if line.startswith("demo_record ")]
+        assert f" --lr {rates[0]} " in record, record
+    for rate in ("0", "0.0", "-0.001", "x", "1e", ""):
+        assert one_line_error(demo(tmp_path, "--work", tmp_path / "bad", "--lr", rate)) == \
+            f"demo.sh: --lr {rate}: expected a learning rate above 0, like 0.002"
+    assert calls(tmp_path) == [] and not (tmp_path / "bad").exists()
 
 
 def test_extra_flags_replace_the_recipes_own(tmp_path):
@@ -165,35 +175,35 @@ def test_finetune_extra_reaches_the_fine_tuning_stage_only(tmp_path):
     assert one_line_error(demo(tmp_path, "--work", work, "--minutes", 86, "--extra", "--lambda-dae 0.3 --dropout 0.2")
                           ).endswith("finetune_extra=': give those or another --work")
     for flags, line in (("--seed 2", "give the seed with --seed, not inside --finetune-extra"),
-                        ("--lr=0.003", 'give the learning rate of both stages with --extra "--lr R"')):
+                        ("--lr=0.003", "give the learning rate of both stages with --lr")):
         assert one_line_error(demo(tmp_path, "--work", tmp_path / "new", "--finetune-extra", flags)) == \
             f"demo.sh: --finetune-extra '{flags}': {line}"
     assert calls(tmp_path) == [] and not (tmp_path / "new").exists()
     old = tmp_path / "old"
     (old / "mass").mkdir(parents=True)
     (old / "settings").write_text("arch=smallcap_very_small minutes=86 seed=1 raw= extra= lr=0.001 mass_share=0.3\n")
-    assert one_line_error(demo(tmp_path, "--work", old, "--minutes", 86, "--finetune-extra", "--dropout 0.2")
-                          ).endswith("finetune_extra=--dropout 0.2': give those or another --work")
-    assert demo(tmp_path, "--work", old, "--minutes", 86).returncode == 0
+    assert one_line_error(demo(tmp_path, "--work", old, "--minutes", 86, "--lr", "0.001", "--finetune-extra",
+                               "--dropout 0.2")).endswith(
+        "lr=0.001 mass_share=0.3 finetune_extra=', not 'arch=smallcap_very_small minutes=86 seed=1 raw= extra= "
+        "lr=0.001 mass_share=0.3 finetune_extra=--dropout 0.2': give those or another --work")
+    assert demo(tmp_path, "--work", old, "--minutes", 86, "--lr", "0.001").returncode == 0
     assert len([c for c in calls(tmp_path) if c.startswith("fairseq-train ")]) == 2
 
 
 def test_settings_from_before_the_learning_rate_ran_at_0_001(tmp_path):
-    """A settings file written before the rate depended on the budget has no lr=: its training ran
-    at 0.001, so under 30 minutes (now 0.002) it is refused, and from 30 minutes on it is resumed."""
-    for minutes, refused in ((14, True), (40, False)):
+    """A settings file written before the rate was written has no lr=: its training ran at 0.001, so
+    at demo.sh's 0.002 it is refused, and with --lr 0.001 it is resumed."""
+    for minutes in (14, 40):
         work = tmp_path / f"old-{minutes}"
         (work / "mass").mkdir(parents=True)
         (work / "settings").write_text(f"arch=smallcap_very_small minutes={minutes} seed=1 raw= extra=\n")
-        result = demo(tmp_path, "--work", work, "--minutes", minutes)
-        if refused:
-            assert one_line_error(result).endswith(
-                "extra= lr=0.001 mass_share=0.3 finetune_extra=', not 'arch=smallcap_very_small minutes=14 seed=1 "
-                "raw= extra= lr=0.002 mass_share=0.3 finetune_extra=': give those or another --work")
-            assert calls(tmp_path) == []
-        else:
-            assert result.returncode == 0, result.stderr
-            assert sum(c.startswith("fairseq-train ") for c in calls(tmp_path)) == 2
+        assert one_line_error(demo(tmp_path, "--work", work, "--minutes", minutes)).endswith(
+            f"extra= lr=0.001 mass_share=0.3 finetune_extra=', not 'arch=smallcap_very_small minutes={minutes} "
+            "seed=1 raw= extra= lr=0.002 mass_share=0.3 finetune_extra=': give those or another --work")
+        assert calls(tmp_path) == []
+        result = demo(tmp_path, "--work", work, "--minutes", minutes, "--lr", "0.001")
+        assert result.returncode == 0, result.stderr
+        assert sum(c.startswith("fairseq-train ") for c in calls(tmp_path)) == 2
 
 
 def stop_hours(lines):
@@ -215,16 +225,16 @@ def test_mass_share_splits_the_budget(tmp_path):
                     "--results-log", tmp_path / "ledger.jsonl").returncode == 0
         lines = calls(tmp_path)
         assert stop_hours(lines) == [mass_hours, "1.4333"], (share, lines)
-        assert (work / "settings").read_text().endswith(f" lr=0.001 mass_share={written} finetune_extra=\n")
+        assert (work / "settings").read_text().endswith(f" lr=0.002 mass_share={written} finetune_extra=\n")
         (record,) = [line for line in lines if line.startswith("demo_record ")]
-        assert f" --lr 0.001 --mass-share {written} --extra=--lr 0.002 " in record, record
+        assert f" --lr 0.002 --mass-share {written} --extra=--lr 0.002 " in record, record
     old = tmp_path / "old"
     (old / "mass").mkdir(parents=True)
     (old / "settings").write_text("arch=smallcap_very_small minutes=86 seed=1 raw= extra= lr=0.001\n")
-    assert one_line_error(demo(tmp_path, "--work", old, "--minutes", 86, "--mass-share", "0.5")).endswith(
+    assert one_line_error(demo(tmp_path, "--work", old, "--minutes", 86, "--lr", "0.001", "--mass-share", "0.5")).endswith(
         "lr=0.001 mass_share=0.3 finetune_extra=', not 'arch=smallcap_very_small minutes=86 seed=1 raw= extra= "
         "lr=0.001 mass_share=0.5 finetune_extra=': give those or another --work")
-    assert demo(tmp_path, "--work", old, "--minutes", 86, "--mass-share", ".30").returncode == 0
+    assert demo(tmp_path, "--work", old, "--minutes", 86, "--lr", "0.001", "--mass-share", ".30").returncode == 0
     assert stop_hours(calls(tmp_path)) == ["0.43", "1.4333"]
     assert (old / "settings").read_text() == "arch=smallcap_very_small minutes=86 seed=1 raw= extra= lr=0.001\n"
 

@@ -4,11 +4,10 @@
 #   languages (smallcap-embeddings, --init-embeddings) -> MASS pretraining -> DAE + online BT
 #   fine-tuning -> fairseq-generate on test_2016_flickr both ways -> sacreBLEU, chrF, the share
 #   of distinct outputs, examples.  This is the recipe "mass-fixed+emb128+shared" of
-#   benchmarks/README.md (shared encoder/decoder/output embeddings), on a time budget, at lr 0.002
-#   under 30 minutes (0.001 from 30 on, the rate of the measured recipe).
+#   benchmarks/README.md (shared encoder/decoder/output embeddings), on a time budget, at lr 0.002.
 #
 # usage: examples/multi30k/demo.sh [--minutes M] [--arch ARCH] [--raw-dir DIR] [--work DIR]
-#                                   [--seed N] [--beam N] [--mass-share F] [--extra FLAGS]
+#                                   [--seed N] [--beam N] [--mass-share F] [--lr R] [--extra FLAGS]
 #                                   [--finetune-extra FLAGS]
 #                                   [--results-log FILE [--paired-with WORK2]]
 #   --minutes   training wall-clock budget, split --mass-share MASS / the rest DAE+BT (default
@@ -19,24 +18,26 @@
 #   --seed      training seed of both stages (default 1)
 #   --beam      beam size of the test translations (default 4; 1 is greedy decoding)
 #   --mass-share  the budget's share for MASS pretraining, above 0 and below 1 (default 0.3)
+#   --lr        learning rate of both stages (default 0.002; the demo section of benchmarks/README.md
+#               compares it with 0.001, three seeds each at 14 and at 86 minutes)
 #   --extra     extra fairseq-train flags for both stages, after the recipe's (so --lr, --warmup-updates
 #               or --lambda-dae given here replace its own), e.g. --extra "--amp"
 #   --finetune-extra  extra fairseq-train flags for the DAE + back-translation stage only, after
 #               --extra's, e.g. --finetune-extra "--lambda-dae 0:1,400:0" (the rate of both stages:
-#               --extra "--lr R")
+#               --lr)
 #   --results-log  append the run's figures (benchmarks/demo_record.py) to this JSON-lines ledger,
 #               e.g. benchmarks/results/demo.jsonl
 #   --paired-with  another finished demo's --work, the same --seed and test set with another setting
-#               (e.g. another --extra "--lr R"): the record also holds sacreBLEU's paired bootstrap
+#               (e.g. another --lr): the record also holds sacreBLEU's paired bootstrap
 #               (--paired-bs) of this demo's test translations against WORK2's; needs --results-log.
 #               Two demos run side by side: re-run the second with it (it decodes both directions
 #               again, a minute or two, and records again: a "decoding only" row)
 # A finished stage is not run again: re-running a finished demo with another --beam only decodes
 # its checkpoint again (its outputs, WORK/test.*, replace the earlier decoding's). A --work directory
-# trained with other --arch/--minutes/--seed/--mass-share/--raw-dir/--extra/--finetune-extra or
-# learning rate (WORK/settings) is refused.
+# trained with other --arch/--minutes/--seed/--mass-share/--lr/--raw-dir/--extra/--finetune-extra
+# (WORK/settings) is refused.
 set -euo pipefail
-MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; EXTRA=""; FT_EXTRA=""; LOG=""; PAIRED=""; SEED=1; BEAM=4; MASS_SHARE=0.3
+MINUTES=14; ARCH=smallcap_very_small; RAW=""; WORK=runs/demo; LR=0.002; EXTRA=""; FT_EXTRA=""; LOG=""; PAIRED=""; SEED=1; BEAM=4; MASS_SHARE=0.3
 ARGS=$(printf '%q ' "$@")
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,6 +48,7 @@ while [ $# -gt 0 ]; do
     --seed) SEED="$2"; shift 2;;
     --beam) BEAM="$2"; shift 2;;
     --mass-share) MASS_SHARE="$2"; shift 2;;
+    --lr) LR="$2"; shift 2;;
     --extra) EXTRA="$2"; shift 2;;
     --finetune-extra) FT_EXTRA="$2"; shift 2;;
     --results-log) LOG="$2"; shift 2;;
@@ -73,6 +75,9 @@ fi
 [[ "$MASS_SHARE" =~ ^0?\.[0-9]*[1-9][0-9]*$ ]] || {
   echo "demo.sh: --mass-share $MASS_SHARE: expected a number above 0 and below 1, like 0.3" >&2; exit 2; }
 MASS_SHARE=$(python -c "print(float('$MASS_SHARE'))")  # one spelling (.3, 0.30: 0.3) for WORK/settings
+[[ "$LR" =~ ^[0-9]*\.?[0-9]+([eE]-?[0-9]+)?$ ]] && python -c "import sys; sys.exit(not float('$LR') > 0)" || {
+  echo "demo.sh: --lr $LR: expected a learning rate above 0, like 0.002" >&2; exit 2; }
+LR=$(python -c "print(float('$LR'))")  # (1e-3, 0.0010: 0.001)
 # the embedding width of --arch (Table 1; nothing for an arch not in it), then the table's archs
 # (stderr dropped: fairseq's import-time notices would follow a one-line error)
 DIM=$(ARCH="$ARCH" python -c "import os; from fairseq_smallcap.models.smallcap_transformer import TABLE1_SIZES as t; \
@@ -88,7 +93,7 @@ for flag in --extra --finetune-extra; do
 done
 # (one rate for both stages, as the records and their comparisons read it)
 if [[ " $FT_EXTRA " == *" --lr "* || " $FT_EXTRA " == *" --lr="* ]]; then
-  echo "demo.sh: --finetune-extra '$FT_EXTRA': give the learning rate of both stages with --extra \"--lr R\"" >&2; exit 2
+  echo "demo.sh: --finetune-extra '$FT_EXTRA': give the learning rate of both stages with --lr" >&2; exit 2
 fi
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 RECIPE=mass-fixed+emb128+shared  # (benchmarks/README.md's name; --extra flags come on top)
@@ -108,15 +113,12 @@ VALIDATE_EVERY=200
 # and 200 warm-up updates would leave all of it in warm-up (benchmarks/README.md, demo section:
 # the records before and after this default, same seed and budget).
 FT_WARMUP=$(python -c "print(50 if $MINUTES < 30 else 200)")
-# Learning rate of both stages: 0.002 under 30 minutes, else the measured recipe's 0.001 (the demo
-# section of benchmarks/README.md: three seeds at 14 minutes with each, the same seeds).
-LR=$(python -c "print(0.002 if $MINUTES < 30 else 0.001)")
 START=$(date +%s)
 RESUMED=""; [ -e "$WORK/mass" ] && RESUMED=--resumed
 DECODED_ONLY=""; [ -e "$WORK/mass.finished" ] && [ -e "$WORK/bt.finished" ] && DECODED_ONLY=--decoded-only
 # The training settings of this --work directory (written when training begins): a re-run with
 # others would mix two trainings, or decode a checkpoint with another data directory.
-# (settings written before the learning rate depended on the budget ran at 0.001, those written
+# (settings written before the learning rate was written ran at 0.001, those written
 # before --mass-share existed at 0.3, those before --finetune-extra without one)
 SETTINGS="arch=$ARCH minutes=$MINUTES seed=$SEED raw=$RAW extra=$EXTRA lr=$LR mass_share=$MASS_SHARE finetune_extra=$FT_EXTRA"
 if [ -e "$WORK/settings" ]; then
