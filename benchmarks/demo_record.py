@@ -13,10 +13,11 @@ checkpoints, and appends one JSON line with the command, git commit, machine and
 beam, learning rate, MASS share and --extra / --finetune-extra flags, the three examples demo.sh
 prints per direction (issue 20 asks that they read as translations; the report shows them), and
 ``checkpoint_sha1``: a finished demo re-run with another ``--beam`` decodes the same checkpoint
-again (``--decoded-only``), and ``report.py`` pairs such records by it. With ``--paired-with OTHER`` (another demo's --work, e.g. the
-same seed at another learning rate) the record also holds sacreBLEU's paired bootstrap
-(``sacrebleu --paired-bs``) of this demo's test translations against OTHER's, each direction, BLEU
-and chrF, with OTHER's checkpoint hash and beam, by which ``report.py`` finds OTHER's record.
+again (``--decoded-only``), and ``report.py`` pairs such records by it. With ``--paired-with
+OTHER`` (another demo's --work, e.g. the same seed at another learning rate) the record also holds
+sacreBLEU's paired bootstrap (``sacrebleu --paired-bs``) of this demo's test translations against
+OTHER's, each direction, BLEU and chrF, with OTHER's checkpoint hash and beam, by which
+``report.py`` finds OTHER's record.
 """
 import argparse
 import hashlib

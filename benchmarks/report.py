@@ -724,12 +724,12 @@ def recipe_text(record) -> str:
 def demo_decoding_lines(records) -> list:
     """For each setting (recipe, learning rate, MASS share, other --extra and --finetune-extra flags,
     arch, minutes, machine and threads: a time budget buys a different number of updates on another
-    machine or thread count) with records of two seeds or more: each beam size over the seeds (mean ± std), then each other
-    beam size against beam 4 on the same checkpoints; each other learning rate against 0.001, and each
-    setting with other flags (``--mass-share``, ``--extra``, ``--finetune-extra``) against demo.sh's
-    own at its rate, at beam 4 on the same seeds (each trained both ways): per-seed differences with
-    their 95% t interval of BLEU, chrF and distinct (percentage points). A seed's checkpoint is the one
-    (``checkpoint_sha1``) of its latest record in the ledger; decodings of its earlier checkpoints
+    machine or thread count) with records of two seeds or more: each beam size over the seeds (mean
+    ± std), then each other beam size against beam 4 on the same checkpoints; each other learning
+    rate against 0.001, and each setting with other flags (``--mass-share``, ``--extra``,
+    ``--finetune-extra``) against demo.sh's own at its rate, at beam 4 on the same seeds (each
+    trained both ways): per-seed differences with their 95% t interval of BLEU, chrF and distinct
+    (percentage points). A seed's checkpoint is the one (``checkpoint_sha1``) of its latest record in the ledger; decodings of its earlier checkpoints
     are left out, and so are records without a hash."""
     groups = {}
     for r in records:

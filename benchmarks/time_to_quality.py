@@ -21,10 +21,10 @@ command of both; ``--arch`` and ``--max-tokens`` are shared):
   budget (the default split of ``examples/multi30k/demo.sh``); the fairseq-train flags are
   ``curation_ablation.common_flags`` plus the stage flags of ``curation_ablation.py``, with
   ``--init-embeddings``, and ``examples/multi30k/demo.sh``'s fine-tuning warm-up for the budget (50
-  updates under 30 minutes, else 200) and learning rate of both stages (0.002). ``--ours-minutes`` gives ours its own budget (its schedule scaled to it: does ours
-  given M minutes reach what the anchor reaches in 86?), ``--ours-seeds`` several runs of ours, one
-  after another, each on its own clock (``WORK/ours-sN``), and ``--ours-checkpoint-minutes`` its
-  own checkpoint interval. With ``--share-all-embeddings`` in ``--extra`` ours is the recipe
+  updates under 30 minutes, else 200) and learning rate of both stages (0.002). ``--ours-minutes``
+  gives ours its own budget (its schedule scaled to it: does ours given M minutes reach what the
+  anchor reaches in 86?), ``--ours-seeds`` several runs of ours, one after another, each on its own
+  clock (``WORK/ours-sN``), and ``--ours-checkpoint-minutes`` its own checkpoint interval. With ``--share-all-embeddings`` in ``--extra`` ours is the recipe
   ``mass-fixed+emb128+shared``.
 
 What "minutes" means: wall-clock seconds since the system's training began, measured by this
