@@ -729,8 +729,8 @@ def demo_decoding_lines(records) -> list:
     rate against 0.001, and each setting with other flags (``--mass-share``, ``--extra``,
     ``--finetune-extra``) against demo.sh's own at its rate, at beam 4 on the same seeds (each
     trained both ways): per-seed differences with their 95% t interval of BLEU, chrF and distinct
-    (percentage points). A seed's checkpoint is the one (``checkpoint_sha1``) of its latest record in the ledger; decodings of its earlier checkpoints
-    are left out, and so are records without a hash."""
+    (percentage points). A seed's checkpoint is the one (``checkpoint_sha1``) of its latest record
+    in the ledger; decodings of its earlier checkpoints are left out, and so are records without a hash."""
     groups = {}
     for r in records:
         if r.get("checkpoint_sha1"):
@@ -758,20 +758,24 @@ def demo_decoding_lines(records) -> list:
         for beam in (b for b in beams if b != 4):
             lines += paired_demo_lines(
                 f"{setting}, beam {beam}{' (greedy)' if beam == 1 else ''} minus beam 4, the same checkpoints",
-                {s: d[4] for s, d in decoded.items() if 4 in d}, {s: d[beam] for s, d in decoded.items() if beam in d})
+                at_beam(decoded, 4), at_beam(decoded, beam))
     for (recipe, lr, rest, arch, minutes, machine), decoded in by_setting.items():
-        at_beam_4 = {s: d[4] for s, d in decoded.items() if 4 in d}
         reference = by_setting.get((recipe, RECIPE_LR, rest, arch, minutes, machine))
         if lr != RECIPE_LR and reference is not None:
             setting = f"{setting_text(recipe, None, rest)}, {arch}, {minutes} minutes on {machine}, beam 4"
             lines += paired_demo_lines(f"{setting}: lr {lr} minus lr {RECIPE_LR}, the same seeds",
-                                       {s: d[4] for s, d in reference.items() if 4 in d}, at_beam_4)
+                                       at_beam(reference, 4), at_beam(decoded, 4))
         plain = by_setting.get((recipe, lr, "", arch, minutes, machine))
         if rest and plain is not None:
             setting = f"{setting_text(recipe, lr, '')}, {arch}, {minutes} minutes on {machine}, beam 4"
             lines += paired_demo_lines(f"{setting}: `{rest}` minus demo.sh's own flags, the same seeds",
-                                       {s: d[4] for s, d in plain.items() if 4 in d}, at_beam_4)
+                                       at_beam(plain, 4), at_beam(decoded, 4))
     return lines
+
+
+def at_beam(decoded, beam) -> dict:
+    """seed -> its record at ``beam``, of ``decoded`` (seed -> beam -> record), for the seeds with one."""
+    return {s: by_beam[beam] for s, by_beam in decoded.items() if beam in by_beam}
 
 
 def paired_demo_lines(title, base, other) -> list:

@@ -156,7 +156,7 @@ def test_finetune_extra_reaches_the_fine_tuning_stage_only(tmp_path):
     """--finetune-extra '--lambda-dae 0:1,400:0': fairseq-train's own parser reads the fine-tuning
     command line with that DAE schedule, after --extra's (which both stages have), and the MASS
     stage's with its own; it is part of WORK/settings and of the ledger record. A seed or a
-    learning rate in it is refused (one rate for both stages: --extra), and so is another
+    learning rate in it is refused (one rate for both stages: --lr), and so is another
     --finetune-extra on a --work trained without one. A --work from before the flag existed (no
     finetune_extra= in its settings) resumes without it."""
     from fairseq import options

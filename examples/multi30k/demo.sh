@@ -85,16 +85,14 @@ print(t.get(os.environ['ARCH'], {}).get('dim', ''), ' '.join(t))" 2>/dev/null) |
   echo "demo.sh: cannot import fairseq_smallcap.models with $(command -v python): install the plugin (make install)" >&2; exit 2; }
 [[ "$DIM" =~ ^[0-9]+\  ]] || { echo "demo.sh: --arch $ARCH: expected one of${DIM}" >&2; exit 2; }
 DIM=${DIM%% *}
-for flag in --extra --finetune-extra; do
-  value=$EXTRA; [ "$flag" == --extra ] || value=$FT_EXTRA
-  if [[ " $value " == *" --seed "* || " $value " == *" --seed="* ]]; then
-    echo "demo.sh: $flag '$value': give the seed with --seed, not inside $flag" >&2; exit 2
-  fi
-done
+gives() { [[ " $1 " == *" $2 "* || " $1 " == *" $2="* ]]; }  # (does the flag string $1 give flag $2?)
+! gives "$EXTRA" --seed || {
+  echo "demo.sh: --extra '$EXTRA': give the seed with --seed, not inside --extra" >&2; exit 2; }
+! gives "$FT_EXTRA" --seed || {
+  echo "demo.sh: --finetune-extra '$FT_EXTRA': give the seed with --seed, not inside --finetune-extra" >&2; exit 2; }
 # (one rate for both stages, as the records and their comparisons read it)
-if [[ " $FT_EXTRA " == *" --lr "* || " $FT_EXTRA " == *" --lr="* ]]; then
-  echo "demo.sh: --finetune-extra '$FT_EXTRA': give the learning rate of both stages with --lr" >&2; exit 2
-fi
+! gives "$FT_EXTRA" --lr || {
+  echo "demo.sh: --finetune-extra '$FT_EXTRA': give the learning rate of both stages with --lr" >&2; exit 2; }
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 RECIPE=mass-fixed+emb128+shared  # (benchmarks/README.md's name; --extra flags come on top)
 USER_DIR="$ROOT/fairseq_smallcap"
