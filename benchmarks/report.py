@@ -672,11 +672,16 @@ def demo_machine(record) -> str:
 def demo_example_lines(records) -> list:
     """The examples demo.sh printed (the first test sentences of each direction) of the newest beam-4
     record (demo.sh's default) of each arch and budget that holds them, longest budget first; its
-    heading names its setting."""
+    heading names its setting. A record of demo.sh's own flags (no ``--mass-share`` other than 0.3, no
+    ``--extra`` but a rate, no ``--finetune-extra``) is shown before any newer one of a variant: the
+    examples are what the demo gives, not the latest experiment's."""
     newest = {}
     for r in records:
         if r.get("examples") and r.get("beam", 4) == 4:
-            newest[(r.get("arch"), r.get("minutes"))] = r
+            key, own = (r.get("arch"), r.get("minutes")), not demo_setting(r)[2]
+            if own or key not in newest or not newest[key][1]:
+                newest[key] = (r, own)
+    newest = {key: r for key, (r, _) in newest.items()}
     lines = []
     for (arch, minutes), r in sorted(newest.items(), key=lambda item: (-(item[0][1] or 0), str(item[0][0]))):
         lines += ["", f"Examples of {arch}, {minutes} minutes ({recipe_text(r)}, seed {r.get('seed', 1)}, beam "

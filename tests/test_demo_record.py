@@ -262,6 +262,17 @@ def test_finetune_extra_is_a_setting_paired_with_demo_shs_own_flags(tmp_path, tr
     assert lines[at + 3].startswith("- fr→en: ") and \
         "distinct (points) +62.50 [-96.33, +221.33] (2 seeds: +75.00, +50.00)" in lines[at + 3], lines[at:at + 4]
     assert "bleu +0.00 [+0.00, +0.00]" in lines[at + 2], lines[at + 2]  # (en→fr: the references both ways)
+    # the examples are the demo's own (its newest record: seed 2's two captions), not the newer
+    # --finetune-extra records'; with only those in the ledger, theirs (the English references)
+    for ledger_lines, setting, fr_en in ((records, "lr 0.001, seed 2", two_captions),
+                                         (records[2:], f'lr 0.001 + `--finetune-extra "{flags}"`, seed 2', EN)):
+        log.write_text("".join(json.dumps(r) + "\n" for r in ledger_lines), encoding="utf-8")
+        run([sys.executable, BENCHMARKS / "report.py", "--results-dir", log.parent, "--out", out,
+             "--readme", tmp_path / "README.md"])
+        lines = out.read_text(encoding="utf-8").splitlines()
+        at = next(i for i, line in enumerate(lines) if line.startswith("Examples of smallcap_very_small, 14.0 minutes ("))
+        assert f"(`mass-fixed+emb128`, {setting}, beam 4," in lines[at], lines[at]
+        assert lines[at + 7:at + 10] == [f"| fr→en | {FR[i]} | {fr_en[i]} | {EN[i]} |" for i in range(3)], lines[at:at + 10]
 
 
 def test_paired_with_records_the_bootstrap_against_the_other_demo(tmp_path, trained_checkpoint):
