@@ -675,13 +675,13 @@ def demo_example_lines(records) -> list:
     heading names its setting. A record of demo.sh's own flags (no ``--mass-share`` other than 0.3, no
     ``--extra`` but a rate, no ``--finetune-extra``) is shown before any newer one of a variant: the
     examples are what the demo gives, not the latest experiment's."""
-    newest = {}
+    newest, newest_own = {}, {}
     for r in records:
         if r.get("examples") and r.get("beam", 4) == 4:
-            key, own = (r.get("arch"), r.get("minutes")), not demo_setting(r)[2]
-            if own or key not in newest or not newest[key][1]:
-                newest[key] = (r, own)
-    newest = {key: r for key, (r, _) in newest.items()}
+            newest[(r.get("arch"), r.get("minutes"))] = r
+            if not demo_setting(r)[2]:
+                newest_own[(r.get("arch"), r.get("minutes"))] = r
+    newest.update(newest_own)
     lines = []
     for (arch, minutes), r in sorted(newest.items(), key=lambda item: (-(item[0][1] or 0), str(item[0][0]))):
         lines += ["", f"Examples of {arch}, {minutes} minutes ({recipe_text(r)}, seed {r.get('seed', 1)}, beam "
